@@ -1,0 +1,133 @@
+"""The structure of a ComfyUI API-format graph: nodes, links, dependency order and cycles.
+
+A graph maps node id -> ``{"class_type": str, "inputs": {...}}``. An input value is a literal or
+a link ``[source_node_id, output_index]``. This module knows nothing of node classes; checking a
+graph against a node catalog lives in :mod:`comfyq.catalog_validation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An input fed by output ``output_index`` of node ``source``."""
+
+    source: str
+    output_index: int
+
+
+def as_link(value: Any) -> Link | None:
+    """The link an input value denotes, or None for a literal.
+
+    ComfyUI takes any two-item list whose first item is a string node id and second an int as a
+    link; so do we (bool is not an int here).
+    """
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    ):
+        return Link(value[0], value[1])
+    return None
+
+
+def iter_links(graph: Mapping[str, Any]) -> Iterator[tuple[str, str, Link]]:
+    """Yield ``(node_id, input_name, link)`` for every link of every node."""
+    for node_id, node in graph.items():
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if not isinstance(inputs, Mapping):
+            continue
+        for name, value in inputs.items():
+            link = as_link(value)
+            if link is not None:
+                yield node_id, name, link
+
+
+def dependencies(graph: Mapping[str, Any], node_id: str) -> list[str]:
+    """The distinct node ids that ``node_id`` reads from, in input order."""
+    inputs = graph[node_id].get("inputs") or {}
+    seen: dict[str, None] = {}
+    for value in inputs.values():
+        link = as_link(value)
+        if link is not None:
+            seen.setdefault(link.source, None)
+    return list(seen)
+
+
+def find_cycle(graph: Mapping[str, Any]) -> list[str] | None:
+    """A cycle as a list of node ids (first == last), or None when the graph is acyclic.
+
+    Links to nodes that do not exist are ignored here; they are reported on their own.
+    """
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(graph, white)
+    for root in graph:
+        if color[root] != white:
+            continue
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(_existing_deps(graph, root)))]
+        path = [root]
+        color[root] = grey
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                color[node] = black
+                stack.pop()
+                path.pop()
+            elif color[child] == grey:
+                return path[path.index(child):] + [child]
+            elif color[child] == white:
+                color[child] = grey
+                path.append(child)
+                stack.append((child, iter(_existing_deps(graph, child))))
+    return None
+
+
+def _existing_deps(graph: Mapping[str, Any], node_id: str) -> list[str]:
+    return [dep for dep in dependencies(graph, node_id) if dep in graph]
+
+
+def ancestors_and_self(graph: Mapping[str, Any], roots: list[str]) -> set[str]:
+    """Every node that ``roots`` depend on, directly or not, plus the roots."""
+    needed: set[str] = set()
+    pending = list(roots)
+    while pending:
+        node = pending.pop()
+        if node in needed or node not in graph:
+            continue
+        needed.add(node)
+        pending.extend(dependencies(graph, node))
+    return needed
+
+
+def topological_order(graph: Mapping[str, Any], nodes: set[str]) -> list[str]:
+    """``nodes`` ordered so that each comes after everything it reads from (graph must be acyclic).
+
+    Ties keep the graph's own key order, so runs are reproducible.
+    """
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def place(node: str) -> None:
+        stack = [(node, iter(dependencies(graph, node)))]
+        while stack:
+            current, deps = stack[-1]
+            dep = next(deps, None)
+            if dep is None:
+                stack.pop()
+                if current not in placed:
+                    placed.add(current)
+                    order.append(current)
+            elif dep in nodes and dep not in placed:
+                stack.append((dep, iter(dependencies(graph, dep))))
+
+    for node in graph:
+        if node in nodes and node not in placed:
+            place(node)
+    return order

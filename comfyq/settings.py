@@ -1,0 +1,125 @@
+"""comfyq's configuration: every setting comes from a ``COMFYQ_`` environment variable.
+
+Defaults work on a laptop: a Redis on localhost, outputs under ``./comfyq-data``, and every
+ComfyDeploy GPU type known. List and mapping settings accept JSON (``["A100","T4"]``,
+``{"m1": "A100"}``) or the shorter comma forms (``A100,T4`` and ``m1=A100,m2=T4``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: The GPU types of ComfyDeploy's ``WorkflowRunRequest.gpu`` enum.
+COMFYDEPLOY_GPU_TYPES = ("T4", "L4", "A10G", "L40S", "A100", "A100-80GB", "H100")
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _split_mapping(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            return json.loads(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {key.strip(): val.strip() for key, val in pairs}
+    return value
+
+
+def _split_floats(value: Any) -> Any:
+    return [float(item) for item in _split_list(value)] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+StrMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_mapping)]
+FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_floats)]
+
+
+class Settings(BaseSettings):
+    """All of comfyq's settings; read once per process through :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="COMFYQ_", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for run records.")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+
+    gpu_types: StrList = Field(
+        default_factory=lambda: list(COMFYDEPLOY_GPU_TYPES),
+        description="GPU types this deployment knows; each gets its own queue.",
+    )
+    default_gpu: str = Field("T4", description="GPU type for runs that name none.")
+    machines: StrMap = Field(
+        default_factory=dict, description="machine_id -> default GPU type of that machine."
+    )
+    gpu_name_map: StrMap = Field(
+        default_factory=dict,
+        description="Extra device-name substring -> GPU type rules, tried before the built-ins.",
+    )
+
+    data_dir: Path = Field(Path("comfyq-data"), description="Root of outputs and worker state.")
+    output_url_base: str | None = Field(
+        None, description="Public base URL of the output directory; file:// URLs when unset."
+    )
+
+    max_run_seconds: float = Field(3600.0, gt=0, description="Longest a run may execute.")
+    visibility_margin_seconds: float = Field(
+        600.0, ge=0, description="Broker visibility timeout = max_run_seconds + this margin."
+    )
+    run_retention_seconds: float = Field(
+        7 * 24 * 3600.0, gt=0, description="How long finished run records are kept."
+    )
+
+    webhook_timeout_seconds: float = Field(15.0, gt=0, description="Per-request webhook timeout.")
+    webhook_retry_delays: FloatList = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0],
+        description="Seconds to wait before each webhook retry; its length caps the retries.",
+    )
+    callback_concurrency: int = Field(4, ge=1, description="Threads of the callback worker.")
+    progress_interval_seconds: float = Field(
+        0.2, ge=0, description="Least time between two progress writes of one run."
+    )
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def visibility_timeout_seconds(self) -> float:
+        return self.max_run_seconds + self.visibility_margin_seconds
+
+    @property
+    def output_dir(self) -> Path:
+        return (self.data_dir / "outputs").resolve()
+
+    @model_validator(mode="after")
+    def _check_gpu_references(self) -> "Settings":
+        known = set(self.gpu_types)
+        if self.default_gpu not in known:
+            raise ValueError(f"default_gpu {self.default_gpu!r} is not in gpu_types {sorted(known)}")
+        for machine, gpu in self.machines.items():
+            if gpu not in known:
+                raise ValueError(f"machines[{machine!r}] names GPU {gpu!r}, not in gpu_types")
+        return self
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next :func:`get_settings` re-reads the environment."""
+    get_settings.cache_clear()
