@@ -51,7 +51,10 @@ def iter_links(graph: Mapping[str, Any]) -> Iterator[tuple[str, str, Link]]:
 
 def dependencies(graph: Mapping[str, Any], node_id: str) -> list[str]:
     """The distinct node ids that ``node_id`` reads from, in input order."""
-    inputs = graph[node_id].get("inputs") or {}
+    node = graph[node_id]
+    inputs = node.get("inputs") if isinstance(node, Mapping) else None
+    if not isinstance(inputs, Mapping):
+        return []
     seen: dict[str, None] = {}
     for value in inputs.values():
         link = as_link(value)

@@ -1,0 +1,52 @@
+"""The errors comfyq raises to application code; each names what is wrong and where."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ComfyqError(Exception):
+    """Base class of every error comfyq raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One problem of a request: the dotted path of the field and what is wrong with it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class InvalidRunRequest(ComfyqError, ValueError):
+    """A run request was refused; ``problems`` lists every problem with its field path.
+
+    Nothing was recorded or enqueued for it.
+    """
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"invalid run request ({count} problem{'s' * (count != 1)}):\n{lines}")
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [{"field": problem.path, "message": problem.message} for problem in self.problems]
+
+
+class UnknownGpuType(ComfyqError, ValueError):
+    """The run needs a GPU type that no configuration knows, so no queue would ever serve it."""
+
+
+class RunNotFound(ComfyqError, KeyError):
+    """No run with this id exists (never submitted, or expired after the retention period)."""
+
+    def __str__(self) -> str:
+        return f"no run with id {self.args[0]!r}"
+
+
+class WaitTimeout(ComfyqError, TimeoutError):
+    """``wait`` gave up before the run reached a final status; the run itself goes on."""

@@ -1,0 +1,277 @@
+"""The shapes comfyq speaks: ComfyDeploy's run request, run statuses, run and output records.
+
+``WorkflowRunRequest`` accepts exactly the fields of ComfyDeploy's SDK model of the same name;
+``WorkflowRunModel`` and ``WorkflowRunOutputModel`` are what ``get_run`` answers, so code written
+against ComfyDeploy reads comfyq's runs unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, NotRequired
+
+from pydantic import (
+    BaseModel,
+    ValidationError,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+from typing_extensions import TypedDict
+
+from comfyq import graph as graph_structure
+from comfyq.errors import FieldProblem, InvalidRunRequest
+
+
+class GPU(str, enum.Enum):
+    """ComfyDeploy's ``WorkflowRunRequestGpu``: the GPU types a request may ask for."""
+
+    T4 = "T4"
+    L4 = "L4"
+    A10G = "A10G"
+    L40S = "L40S"
+    A100 = "A100"
+    A100_80GB = "A100-80GB"
+    H100 = "H100"
+
+
+class RunStatus(str, enum.Enum):
+    """ComfyDeploy's ``WorkflowRunStatus``, in the order a run moves through them."""
+
+    NOT_STARTED = "not-started"
+    QUEUED = "queued"
+    STARTED = "started"
+    RUNNING = "running"
+    UPLOADING = "uploading"
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    @property
+    def rank(self) -> int:
+        """Position in the lifecycle; a run only ever moves to a higher rank."""
+        return STATUS_RANK[self]
+
+
+FINAL_STATUSES = frozenset(
+    {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED}
+)
+#: All final statuses share the top rank: once final, nothing else applies.
+FINAL_RANK = 9
+STATUS_RANK = {
+    RunStatus.NOT_STARTED: 0,
+    RunStatus.QUEUED: 1,
+    RunStatus.STARTED: 2,
+    RunStatus.RUNNING: 3,
+    RunStatus.UPLOADING: 4,
+    **dict.fromkeys(FINAL_STATUSES, FINAL_RANK),
+}
+
+#: A value of the request's ``inputs``: ComfyDeploy's ``WorkflowRunRequestInputs`` union.
+InputValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[Any]
+
+
+class ApiNode(TypedDict):
+    """One node of a ComfyUI API-format graph."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+
+    class_type: StrictStr
+    inputs: dict[str, Any]
+    _meta: NotRequired[dict[str, Any]]
+
+
+class WorkflowRunRequest(BaseModel):
+    """ComfyDeploy's ``WorkflowRunRequest``: what application code submits.
+
+    Unknown fields are refused. ``workflow_api_json`` must be a well-formed API graph: at least
+    one node, every link ``[node_id, output_index]`` pointing at a node that exists, no cycles.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workflow_id: StrictStr
+    workflow_api_json: dict[str, ApiNode]
+    inputs: dict[str, InputValue] | None = Field(None, description="Values of external inputs.")
+    webhook: StrictStr | None = None
+    webhook_intermediate_status: StrictBool | None = False
+    gpu: GPU | None = Field(None, description="Overrides the machine's default GPU.")
+    workflow: dict[str, Any] | None = None
+    machine_id: StrictStr | None = None
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_is_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, _, rest = value.partition("://")
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        if scheme.lower() not in ("http", "https") or not host or any(c.isspace() for c in value):
+            raise ValueError("must be an http(s) URL, e.g. https://example.com/hook")
+        return value
+
+
+def graph_problems(workflow: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Structural problems of an API graph as ``(field path, message)`` pairs; empty when sound."""
+    base = ("workflow_api_json",)
+    if not workflow:
+        return [(base, "must contain at least one node")]
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for node_id, input_name, link in graph_structure.iter_links(workflow):
+        where = (*base, node_id, "inputs", input_name)
+        if link.source not in workflow:
+            problems.append((where, f"links to node {link.source!r}, which is not in the graph"))
+        elif link.output_index < 0:
+            problems.append((where, f"output index {link.output_index} is negative"))
+    cycle = graph_structure.find_cycle(workflow)
+    if cycle:
+        problems.append((base, "the graph has a cycle: " + " -> ".join(cycle)))
+    return problems
+
+
+class MediaItem(BaseModel):
+    """ComfyDeploy's ``MediaItem``: one file a run produced."""
+
+    url: str
+    type: str
+    filename: str
+    is_public: bool | None = None
+    subfolder: str | None = None
+    upload_duration: float | None = None
+
+
+class WorkflowRunOutputModel(BaseModel):
+    """ComfyDeploy's ``WorkflowRunOutputModel``: the outputs of one output node."""
+
+    id: str
+    run_id: str
+    data: dict[str, Any]
+    node_meta: dict[str, Any] | None = None
+    created_at: datetime
+    updated_at: datetime
+    type: str | None = None
+    node_id: str | None = None
+
+
+class WorkflowRunModel(BaseModel):
+    """ComfyDeploy's ``WorkflowRunModel`` plus comfyq's own fields (``worker``, ``error``, ...).
+
+    Nullable fields are always present (as None), as ComfyDeploy sends them.
+    """
+
+    id: str
+    workflow_id: str | None = None
+    workflow_inputs: dict[str, Any] | None = None
+    workflow_api: dict[str, Any] | None = None
+    machine_id: str | None = None
+    origin: str | None = None
+    status: RunStatus
+    gpu: str | None = None
+    live_status: str | None = None
+    progress: float = 0.0
+    webhook: str | None = None
+    webhook_status: str | None = None
+    webhook_intermediate_status: bool | None = None
+    number: int | None = None
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration: float | None = None
+    run_duration: float | None = None
+    cold_start_duration: float | None = None
+    outputs: list[WorkflowRunOutputModel] = Field(default_factory=list)
+    # comfyq's own fields
+    worker: str | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    webhook_attempts: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+
+def parse_run_request(data: WorkflowRunRequest | dict[str, Any] | str | bytes) -> WorkflowRunRequest:
+    """A validated request from a model, a dict or JSON text.
+
+    :raises InvalidRunRequest: listing every problem with its field path.
+    """
+    if isinstance(data, WorkflowRunRequest):
+        return data
+    try:
+        if isinstance(data, (str, bytes, bytearray)):
+            request = WorkflowRunRequest.model_validate_json(data)
+        else:
+            request = WorkflowRunRequest.model_validate(data)
+    except ValidationError as error:
+        problems = _merge_union_problems([_field_problem(item) for item in error.errors()])
+        raw_graph = data.get("workflow_api_json") if isinstance(data, dict) else None
+        if isinstance(raw_graph, dict):
+            problems += _graph_field_problems(raw_graph)
+        raise InvalidRunRequest(problems) from None
+    problems = _graph_field_problems(request.workflow_api_json)
+    if problems:
+        raise InvalidRunRequest(problems)
+    return request
+
+
+def _graph_field_problems(workflow: dict[str, Any]) -> list[FieldProblem]:
+    return [FieldProblem(_dotted(path), message) for path, message in graph_problems(workflow)]
+
+
+def _merge_union_problems(problems: list[FieldProblem]) -> list[FieldProblem]:
+    """One line per field: a value that fits no member of a union gets one message, not five."""
+    by_path: dict[str, list[FieldProblem]] = {}
+    for problem in problems:
+        by_path.setdefault(problem.path, []).append(problem)
+    merged = []
+    for path, group in by_path.items():
+        if len(group) > 1 and all(p.message.startswith("Input should be a valid") for p in group):
+            kinds = [p.message.split("(got")[0].removeprefix("Input should be a valid ").strip()
+                     for p in group]
+            got = group[0].message.partition("(got ")[2].rstrip(")")
+            merged.append(FieldProblem(path, f"must be a {' or '.join(kinds)} (got {got})"))
+        else:
+            merged.extend(group)
+    return merged
+
+
+def _field_problem(item: Any) -> FieldProblem:
+    path = _dotted(item["loc"])
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        return FieldProblem(path, "unknown field; WorkflowRunRequest has no such field")
+    message = item["msg"].removeprefix("Value error, ")
+    if kind not in ("value_error", "missing") and "input" in item:
+        message = f"{message} (got {_short_repr(item['input'])})"
+    return FieldProblem(path, message)
+
+
+def _dotted(location: tuple[Any, ...]) -> str:
+    # Union members and TypedDict wrappers appear in pydantic's paths; a reader wants the field.
+    parts = [str(part) for part in location if not _is_type_label(part)]
+    return ".".join(parts) or "request"
+
+
+def _is_type_label(part: Any) -> bool:
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool", "list[any]", "ApiNode")
+        or part.startswith(("function-", "constrained-"))
+    )
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
