@@ -53,3 +53,14 @@ WEBHOOKS = f"{PREFIX}:webhooks"
 
 #: Lock held by the one beat instance allowed to run maintenance.
 BEAT_LOCK = f"{PREFIX}:beat:lock"
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+#: Set of the names of workers that announced themselves (some may have expired since).
+WORKERS_INDEX = f"{PREFIX}:workers"
+
+
+def worker(name: str) -> str:
+    """String (JSON) describing a live worker: GPU type, device, pid, current run; with a TTL."""
+    return f"{PREFIX}:worker:{name}"

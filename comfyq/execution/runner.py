@@ -1,0 +1,202 @@
+"""One run's life on a GPU worker: pick up, execute, record outputs, finish.
+
+The runner owns the run record's moves from ``started`` to a final status. The graph itself is
+executed by a backend (the in-process executor here; a ComfyUI server in ``comfyq.comfyui``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from comfyq.execution.context import RunCancelled, RunContext
+from comfyq.execution.executor import GraphError, NodeExecutionError
+from comfyq.models import RunStatus
+from comfyq.runs import RunStore, now
+from comfyq.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Record fields the runner needs to start a run.
+RUN_FIELDS = ("workflow_api", "workflow_inputs", "gpu", "attempts", "webhook",
+              "webhook_intermediate_status")
+
+
+class GraphBackend(Protocol):
+    """Executes an API graph for a run and returns each output node's ``ui`` dict."""
+
+    def execute(self, graph: dict[str, Any], inputs: Mapping[str, Any] | None,
+                context: RunContext,
+                on_node_started: Callable[[str, str, int, int], None]) -> dict[str, dict]: ...
+
+
+@dataclass
+class WorkerIdentity:
+    """Who executes: the Celery worker name and the device it is pinned to."""
+
+    name: str
+    device: str = "cpu"
+
+
+#: Called with (run_id, status_changed) after each change of a run worth a webhook.
+Announce = Callable[[str, bool], None]
+
+
+class RunRunner:
+    """Executes runs and keeps their records; one instance per worker process.
+
+    :param store: the run records.
+    :param settings: comfyq settings (output folders, progress throttling).
+    :param backend: what executes graphs.
+    :param worker: this worker's identity, written into each run it executes.
+    :param announce: called with a run id after each change worth a webhook.
+    """
+
+    def __init__(self, store: RunStore, settings: Settings, backend: GraphBackend,
+                 worker: WorkerIdentity, announce: Announce) -> None:
+        self.store = store
+        self.settings = settings
+        self.backend = backend
+        self.worker = worker
+        self.announce = announce
+
+    def run(self, run_id: str) -> RunStatus:
+        """Execute ``run_id`` unless it is finished or cancelled; returns its final status."""
+        record = self.store.get_fields(run_id, RUN_FIELDS)
+        status = RunStatus(record["status"])
+        if status.is_final:
+            logger.info("run %s is already %s; not executing it again", run_id, status.value)
+            return status
+        if self.store.cancel_requested(run_id):
+            return self._finish(run_id, RunStatus.CANCELLED, live_status="Cancelled before it started")
+        started = now()
+        moved = self.store.move(run_id, RunStatus.STARTED, {
+            "started_at": started, "worker": self.worker.name,
+            "attempts": (record.get("attempts") or 0) + 1, "live_status": "Started",
+        })
+        if moved is None:
+            return self.store.status(run_id)
+        self.announce(run_id, True)
+        return self._execute(run_id, record)
+
+    def _execute(self, run_id: str, record: dict[str, Any]) -> RunStatus:
+        context = self._context(run_id)
+        progress = ProgressWriter(self.store, run_id, self.settings.progress_interval_seconds,
+                                  self.announce if record.get("webhook_intermediate_status") else None)
+        context.report_progress = progress.node_progress
+        self.store.move(run_id, RunStatus.RUNNING, {"live_status": "Running"})
+        self.announce(run_id, True)
+        try:
+            ui_outputs = self.backend.execute(record["workflow_api"], record.get("workflow_inputs"),
+                                              context, progress.node_started)
+        except RunCancelled:
+            return self._finish(run_id, RunStatus.CANCELLED, live_status="Cancelled")
+        except NodeExecutionError as error:
+            logger.warning("run %s failed: %s", run_id, error)
+            return self._finish(run_id, RunStatus.FAILED, live_status=f"Failed at node {error.node_id}",
+                                error=error.as_dict())
+        except GraphError as error:
+            return self._finish(run_id, RunStatus.FAILED, live_status="Failed",
+                                error={"exception_type": "GraphError", "exception_message": str(error)})
+        self.store.move(run_id, RunStatus.UPLOADING, {"live_status": "Collecting outputs"})
+        outputs = [self._output_record(run_id, node_id, ui, record["workflow_api"])
+                   for node_id, ui in ui_outputs.items()]
+        return self._finish(run_id, RunStatus.SUCCESS, live_status="Done", outputs=outputs,
+                            progress=1.0)
+
+    def _finish(self, run_id: str, status: RunStatus, **fields: Any) -> RunStatus:
+        fields.setdefault("ended_at", now())
+        if self.store.move(run_id, status, fields) is not None:
+            self.announce(run_id, True)
+            return status
+        return self.store.status(run_id)
+
+    def _context(self, run_id: str) -> RunContext:
+        def check_cancelled() -> None:
+            if self.store.cancel_requested(run_id):
+                raise RunCancelled(run_id)
+
+        return RunContext(
+            run_id=run_id,
+            output_dir=self.settings.output_dir / run_id,
+            temp_dir=self.settings.data_dir.resolve() / "temp" / run_id,
+            check_cancelled=check_cancelled,
+            device=self.worker.device,
+        )
+
+    def _output_record(self, run_id: str, node_id: str, ui: dict[str, Any],
+                       graph: Mapping[str, Any]) -> dict[str, Any]:
+        stamp = datetime.now(timezone.utc).isoformat()
+        data = {kind: [self._media_item(item) if isinstance(item, dict) and "filename" in item
+                       else item for item in items]
+                for kind, items in ui.items()}
+        return {
+            "id": str(uuid.uuid4()), "run_id": run_id, "data": data,
+            "node_meta": {"node_class": graph[node_id]["class_type"]},
+            "created_at": stamp, "updated_at": stamp, "type": "output", "node_id": node_id,
+        }
+
+    def _media_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        path = self.file_path(item)
+        return {
+            "url": self._url(item, path), "type": item.get("type", "output"),
+            "filename": item["filename"], "subfolder": item.get("subfolder", ""),
+            "is_public": bool(self.settings.output_url_base), "upload_duration": 0.0,
+        }
+
+    def file_path(self, item: Mapping[str, Any]) -> Path:
+        """Where a file named in a node's ui lives on this worker's disk."""
+        root = self.settings.output_dir if item.get("type", "output") == "output" else (
+            self.settings.data_dir.resolve() / "temp")
+        return root / item.get("subfolder", "") / item["filename"]
+
+    def _url(self, item: Mapping[str, Any], path: Path) -> str:
+        base = self.settings.output_url_base
+        if not base:
+            return path.as_uri()
+        relative = "/".join(part for part in (item.get("subfolder", ""), item["filename"]) if part)
+        return f"{base.rstrip('/')}/{quote(relative)}"
+
+
+class ProgressWriter:
+    """Turns node starts and in-node progress into throttled record updates.
+
+    Progress is the share of nodes done, plus the current node's own share; ``live_status``
+    names the node executing, as ComfyDeploy shows it ("Executing KSampler").
+    """
+
+    def __init__(self, store: RunStore, run_id: str, interval: float,
+                 announce: Announce | None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.interval = interval
+        self.announce = announce
+        self.total = 1
+        self.index = 0
+        self.class_type = ""
+        self._last_write = 0.0
+
+    def node_started(self, node_id: str, class_type: str, index: int, total: int) -> None:
+        self.index, self.total, self.class_type = index, max(total, 1), class_type
+        self._write(self.index / self.total, f"Executing {class_type}", force=index == 0)
+
+    def node_progress(self, value: float, maximum: float, node_id: str | None) -> None:
+        share = (value / maximum) if maximum else 0.0
+        self._write((self.index + share) / self.total,
+                    f"Executing {self.class_type} ({value:g}/{maximum:g})")
+
+    def _write(self, progress: float, live_status: str, force: bool = False) -> None:
+        moment = time.monotonic()
+        if not force and moment - self._last_write < self.interval:
+            return
+        self._last_write = moment
+        if self.store.move(self.run_id, None, {"progress": round(progress, 4),
+                                                "live_status": live_status}) and self.announce:
+            self.announce(self.run_id, False)

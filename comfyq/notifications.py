@@ -1,0 +1,65 @@
+"""Turns run changes into webhook events for the run's caller.
+
+The final status is always announced; intermediate statuses and progress only when the run asked
+for them (``webhook_intermediate_status``). Events go to the webhook outbox in Redis, which keeps
+them in order and retries them; the first attempt is handed to a callback worker at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from comfyq.models import RunStatus
+from comfyq.runs import RunStore
+
+logger = logging.getLogger(__name__)
+
+#: Name of the Celery task that makes one delivery attempt of a webhook event.
+DELIVER_WEBHOOK_TASK = "comfyq.deliver_webhook"
+#: Record fields a webhook body is made of.
+BODY_FIELDS = ("live_status", "progress", "outputs")
+
+
+def send_delivery(event_id: str) -> None:
+    """Hand one delivery attempt of ``event_id`` to a callback worker."""
+    from comfyq.routing import CALLBACKS_QUEUE
+    from comfyq.tasks.app import celery_app
+
+    celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=CALLBACKS_QUEUE)
+
+
+class Announcer:
+    """Records webhook events for run changes.
+
+    :param client: redis client (``decode_responses=True``) of the run records and the outbox.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.store = RunStore(client)
+
+    def announce(self, run_id: str, status_changed: bool) -> str | None:
+        """Queue a webhook event with the run's current state, if its caller wants one.
+
+        Returns the event id, or None when no event was due.
+        """
+        from comfyq.webhooks.outbox import record_event
+
+        record = self.store.get_fields(
+            run_id, ("webhook", "webhook_intermediate_status", *BODY_FIELDS))
+        status = RunStatus(record["status"])
+        if not record.get("webhook"):
+            return None
+        if not status.is_final and not record.get("webhook_intermediate_status"):
+            return None
+        body = {"run_id": run_id, "status": status.value,
+                **{name: record.get(name) for name in BODY_FIELDS}}
+        body["progress"] = body["progress"] or 0.0
+        body["outputs"] = body["outputs"] or []
+        event_id = record_event(self.client, run_id, record["webhook"], body,
+                                final=status.is_final, status_changed=status_changed)
+        if event_id is not None:
+            send_delivery(event_id)
+        return event_id

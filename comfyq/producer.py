@@ -1,0 +1,228 @@
+"""Submitting and following runs from application code.
+
+``Client`` is the API; the module-level ``submit``/``get_run``/``wait``/``cancel`` use a default
+client built from the ``COMFYQ_`` environment, so most code needs only ``import comfyq``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+from celery import Celery
+
+from comfyq import keys
+from comfyq.errors import ComfyqError, WaitTimeout
+from comfyq.notifications import Announcer
+from comfyq.models import (
+    RunStatus,
+    WorkflowRunModel,
+    WorkflowRunRequest,
+    parse_run_request,
+)
+from comfyq.routing import gpu_queue, resolve_gpu
+from comfyq.runs import RunStore, now
+from comfyq.settings import Settings, get_settings
+
+#: Name of the Celery task that executes a run on a GPU worker.
+EXECUTE_RUN_TASK = "comfyq.execute_run"
+#: How long publishing a run may retry through broker hiccups before the submit fails.
+PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
+                        "interval_max": 2.0}
+
+
+class SubmitFailed(ComfyqError):
+    """The run could not be handed to the broker; nothing was kept of it."""
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What ``cancel`` did: ``cancelled`` is False when the run had already finished."""
+
+    run_id: str
+    cancelled: bool
+    status: RunStatus
+    message: str
+
+
+class Client:
+    """Submit runs and follow them.
+
+    :param settings: comfyq settings; the environment's by default.
+    :param celery_app: the Celery app to publish with; comfyq's own by default.
+    :param redis_client: a client for run records (``decode_responses=True``).
+    """
+
+    def __init__(self, settings: Settings | None = None, celery_app: Celery | None = None,
+                 redis_client: redis.Redis | None = None) -> None:
+        self.settings = settings or get_settings()
+        if celery_app is None:
+            from comfyq.tasks.app import celery_app as default_app
+
+            celery_app = default_app
+        self.celery_app = celery_app
+        self.redis = redis_client or redis.Redis.from_url(
+            self.settings.redis_url, decode_responses=True, health_check_interval=30
+        )
+        self.store = RunStore(self.redis)
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    def submit(self, request: WorkflowRunRequest | dict[str, Any] | str | bytes) -> str:
+        """Validate, record and enqueue a run; returns its run id.
+
+        :param request: a :class:`WorkflowRunRequest`, or the same as a dict or JSON text.
+        :raises InvalidRunRequest: the request is malformed (every problem, with its field).
+        :raises UnknownGpuType: no configured queue serves the GPU type it needs.
+        :raises SubmitFailed: the broker could not be reached; nothing was recorded.
+        """
+        request = parse_run_request(request)
+        gpu_type = resolve_gpu(request, self.settings)
+        run_id = str(uuid.uuid4())
+        pipeline = self.redis.pipeline(transaction=True)
+        self.store.create(run_id, RunStatus.QUEUED, self._initial_fields(run_id, request, gpu_type),
+                          pipeline)
+        pipeline.execute()
+        try:
+            self._publish(run_id, gpu_type)
+        except Exception as error:
+            self.store.delete(run_id)
+            raise SubmitFailed(f"could not enqueue run on {gpu_queue(gpu_type)}: {error}") from error
+        return run_id
+
+    def _initial_fields(self, run_id: str, request: WorkflowRunRequest, gpu_type: str) -> dict:
+        created = now()
+        return {
+            "id": run_id,
+            "workflow_id": request.workflow_id,
+            "workflow_inputs": request.inputs,
+            "workflow_api": request.workflow_api_json,
+            "workflow": request.workflow,
+            "machine_id": request.machine_id,
+            "origin": "api",
+            "gpu": gpu_type,
+            "webhook": request.webhook,
+            "webhook_intermediate_status": bool(request.webhook_intermediate_status),
+            "created_at": created,
+            "updated_at": created,
+            "queued_at": created,
+            "progress": 0.0,
+            "live_status": None,
+            "outputs": [],
+            "attempts": 0,
+        }
+
+    def _publish(self, run_id: str, gpu_type: str) -> None:
+        self.celery_app.send_task(
+            EXECUTE_RUN_TASK,
+            args=[run_id],
+            task_id=run_id,
+            queue=gpu_queue(gpu_type),
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
+
+    # -- following ------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> WorkflowRunModel:
+        """The run in ComfyDeploy's ``WorkflowRunModel`` shape; raises RunNotFound."""
+        return run_model(self.store.get(run_id))
+
+    def wait(self, run_id: str, timeout: float | None = None) -> WorkflowRunModel:
+        """Block until the run is final and return it.
+
+        :raises WaitTimeout: ``timeout`` seconds passed first (the run goes on).
+        :raises RunNotFound: there is no such run.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.run_updates(run_id))
+        try:
+            while True:
+                # Read after subscribing, so a change between the two is never missed.
+                if self.store.status(run_id).is_final:
+                    return self.get_run(run_id)
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(f"run {run_id} is still {self.store.status(run_id).value}")
+                pubsub.get_message(timeout=min(remaining, 1.0))
+        finally:
+            pubsub.close()
+
+    def cancel(self, run_id: str) -> CancelResult:
+        """Stop a run: a queued run never starts; a running one stops at its next node.
+
+        Cancelling a finished run changes nothing and says so.
+        """
+        status = self.store.status(run_id)
+        if status.is_final:
+            return CancelResult(run_id, False, status,
+                                f"run already finished with status {status.value}; nothing to cancel")
+        self.store.request_cancel(run_id, self.settings.visibility_timeout_seconds)
+        if status in (RunStatus.NOT_STARTED, RunStatus.QUEUED):
+            if self.store.move(run_id, RunStatus.CANCELLED,
+                               {"ended_at": now(), "live_status": "Cancelled before it started"}):
+                Announcer(self.redis).announce(run_id, True)
+                return CancelResult(run_id, True, RunStatus.CANCELLED, "cancelled before it started")
+        return CancelResult(run_id, True, self.store.status(run_id),
+                            "cancel requested; the worker stops the run at its next node")
+
+
+def _datetime(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _seconds_between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round(end - start, 6)
+
+
+def run_model(record: dict[str, Any]) -> WorkflowRunModel:
+    """A stored record as ComfyDeploy's ``WorkflowRunModel``."""
+    times = {name: record.get(name) for name in
+             ("created_at", "updated_at", "queued_at", "started_at", "ended_at")}
+    return WorkflowRunModel(
+        **{name: record.get(name) for name in (
+            "id", "workflow_id", "workflow_inputs", "workflow_api", "machine_id", "origin",
+            "gpu", "live_status", "webhook", "webhook_status", "webhook_intermediate_status",
+            "worker", "error")},
+        status=RunStatus(record["status"]),
+        progress=record.get("progress") or 0.0,
+        attempts=record.get("attempts") or 0,
+        webhook_attempts=record.get("webhook_attempts") or [],
+        outputs=record.get("outputs") or [],
+        **{name: _datetime(value) for name, value in times.items()},
+        duration=_seconds_between(times["created_at"], times["ended_at"]),
+        run_duration=_seconds_between(times["started_at"], times["ended_at"]),
+        cold_start_duration=_seconds_between(times["queued_at"], times["started_at"]),
+    )
+
+
+@functools.cache
+def default_client() -> Client:
+    """The client behind the module-level functions, built on first use."""
+    return Client()
+
+
+def submit(request: WorkflowRunRequest | dict[str, Any] | str | bytes) -> str:
+    """Validate, record and enqueue a run with the default client; returns its run id."""
+    return default_client().submit(request)
+
+
+def get_run(run_id: str) -> WorkflowRunModel:
+    """The run's record in ComfyDeploy's ``WorkflowRunModel`` shape."""
+    return default_client().get_run(run_id)
+
+
+def wait(run_id: str, timeout: float | None = None) -> WorkflowRunModel:
+    """Block until the run is final and return its record."""
+    return default_client().wait(run_id, timeout)
+
+
+def cancel(run_id: str) -> CancelResult:
+    """Cancel a run (a no-op, said so, when it already finished)."""
+    return default_client().cancel(run_id)

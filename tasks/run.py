@@ -1,0 +1,13 @@
+"""The task a GPU worker executes: one run, identified by its id (the request is in Redis)."""
+
+from __future__ import annotations
+
+from comfyq.producer import EXECUTE_RUN_TASK
+from comfyq.tasks.app import celery_app
+from comfyq.workers import runtime
+
+
+@celery_app.task(name=EXECUTE_RUN_TASK, bind=True)
+def execute_run(self, run_id: str) -> str:
+    """Execute run ``run_id`` on this worker; returns the final status for Flower to show."""
+    return runtime.runner(self.request.hostname).run(run_id).value

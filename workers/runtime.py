@@ -1,0 +1,46 @@
+"""What a GPU worker process builds once: its run store, backend and runner.
+
+Built lazily inside the pool process that executes runs, after the fork, so no Redis connection
+(and no CUDA context) is ever shared across a fork.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import redis
+
+from comfyq.execution.runner import RunRunner, WorkerIdentity
+from comfyq.runs import RunStore
+from comfyq.settings import get_settings
+
+
+@functools.cache
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_url, decode_responses=True,
+                                health_check_interval=30)
+
+
+@functools.cache
+def run_store() -> RunStore:
+    return RunStore(redis_client())
+
+
+def build_backend():
+    """The graph backend this worker was configured with (in-process unless told otherwise)."""
+    from comfyq.execution.inprocess import InProcessBackend
+    from comfyq.execution.registry import node_classes
+
+    return InProcessBackend(node_classes())
+
+
+@functools.cache
+def runner(worker_name: str) -> RunRunner:
+    """The runner of this worker process."""
+    from comfyq.notifications import Announcer
+
+    settings = get_settings()
+    identity = WorkerIdentity(worker_name, os.environ.get("COMFYQ_WORKER_DEVICE", "cpu"))
+    return RunRunner(run_store(), settings, build_backend(), identity,
+                     Announcer(redis_client()).announce)

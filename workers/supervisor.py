@@ -1,0 +1,165 @@
+"""``comfyq worker``: one Celery worker process per GPU, plus the CPU side, kept alive.
+
+Each GPU worker is a separate ``celery worker`` process with ``CUDA_VISIBLE_DEVICES`` set to its
+device, consuming only its GPU type's queue, one run at a time, named ``gpu<index>@<host>`` so
+Flower shows which device it is. The supervisor itself never touches CUDA (device detection
+uses NVML or nvidia-smi), so nothing CUDA-related is inherited across the fork.
+
+A child that dies is restarted with a growing delay. SIGTERM or SIGINT stops taking new runs:
+each child gets SIGTERM (Celery's warm shutdown: finish the current run, take no new one) and
+is killed only when it outlives the grace period.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from comfyq.routing import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
+from comfyq.workers.gpus import Device
+
+logger = logging.getLogger(__name__)
+
+#: First delay before restarting a dead child; doubles up to the maximum while it keeps dying.
+RESTART_DELAY_SECONDS = 1.0
+RESTART_DELAY_MAX_SECONDS = 30.0
+#: A child that lived this long is healthy again: its next restart starts from the first delay.
+HEALTHY_UPTIME_SECONDS = 60.0
+#: Linux prctl option that delivers a signal to a child when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class ChildSpec:
+    """One process the supervisor keeps running."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def celery_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "comfyq.tasks.app", *arguments]
+
+
+def gpu_worker_spec(device: Device, host: str, loglevel: str) -> ChildSpec:
+    """The Celery worker pinned to ``device``."""
+    env = {
+        # Number devices as nvidia-smi and NVML do, so index i below is the same card.
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        # A simulated device sees no GPU at all; a real one sees only its own card.
+        "CUDA_VISIBLE_DEVICES": "" if device.simulated else str(device.index),
+        "COMFYQ_WORKER_GPU_TYPE": device.gpu_type,
+        "COMFYQ_WORKER_DEVICE": device.torch_device,
+        "COMFYQ_WORKER_DEVICE_NAME": device.name,
+    }
+    argv = celery_command(
+        "worker", "-Q", gpu_queue(device.gpu_type), "-n", f"{device.worker_name}@{host}",
+        "--concurrency", "1", "--pool", "prefork", "--loglevel", loglevel,
+        "--without-mingle", "--without-gossip", "--task-events",
+    )
+    return ChildSpec(device.worker_name, argv, env)
+
+
+def callback_worker_spec(host: str, concurrency: int, loglevel: str) -> ChildSpec:
+    """The CPU worker for webhook deliveries and maintenance; never a GPU queue."""
+    argv = celery_command(
+        "worker", "-Q", f"{CALLBACKS_QUEUE},{MAINTENANCE_QUEUE}", "-n", f"callbacks@{host}",
+        "--concurrency", str(concurrency), "--pool", "threads", "--loglevel", loglevel,
+        "--without-mingle", "--without-gossip", "--task-events",
+    )
+    return ChildSpec("callbacks", argv, {"CUDA_VISIBLE_DEVICES": ""})
+
+
+def beat_spec(schedule_path: str, loglevel: str) -> ChildSpec:
+    """Celery beat; the scheduler's Redis lock keeps it to one active instance per deployment."""
+    argv = celery_command("beat", "--schedule", schedule_path, "--loglevel", loglevel,
+                          "--scheduler", "comfyq.scheduler.beat:LockedScheduler")
+    return ChildSpec("beat", argv, {"CUDA_VISIBLE_DEVICES": ""})
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is killed outright, its workers must not live on unsupervised.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class Supervisor:
+    """Starts the children, restarts those that die, and stops them all gracefully.
+
+    :param specs: the processes to keep running.
+    :param grace_seconds: how long a stopping child may take to finish its run.
+    """
+
+    def __init__(self, specs: Sequence[ChildSpec], grace_seconds: float) -> None:
+        self.specs = list(specs)
+        self.grace_seconds = grace_seconds
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._started_at: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        for spec in self.specs:
+            self._spawn(spec)
+
+    def _spawn(self, spec: ChildSpec) -> None:
+        env = {**os.environ, **spec.env}
+        self.processes[spec.name] = subprocess.Popen(spec.argv, env=env,
+                                                     preexec_fn=_die_with_parent)
+        self._started_at[spec.name] = time.monotonic()
+        logger.info("started %s (pid %d)", spec.name, self.processes[spec.name].pid)
+
+    def run(self) -> int:
+        """Supervise until asked to stop (SIGTERM/SIGINT); returns the exit code."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self._stopping.set())
+        self.start()
+        while not self._stopping.wait(0.5):
+            self._restart_dead()
+        self.stop()
+        return 0
+
+    def _restart_dead(self) -> None:
+        for spec in self.specs:
+            process = self.processes[spec.name]
+            if process.poll() is None:
+                continue
+            uptime = time.monotonic() - self._started_at[spec.name]
+            delay = RESTART_DELAY_SECONDS if uptime > HEALTHY_UPTIME_SECONDS else min(
+                self._delay.get(spec.name, RESTART_DELAY_SECONDS / 2) * 2, RESTART_DELAY_MAX_SECONDS)
+            self._delay[spec.name] = delay
+            logger.warning("%s exited with code %s after %.0f s; restarting in %.1f s",
+                           spec.name, process.returncode, uptime, delay)
+            if self._stopping.wait(delay):
+                return
+            self._spawn(spec)
+
+    def stop(self) -> None:
+        """Warm-stop every child, then kill those still running after the grace period."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_seconds
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0f s; killing it", name, self.grace_seconds)
+                process.kill()
+                process.wait()
+
+
+def default_host() -> str:
+    return socket.gethostname()
