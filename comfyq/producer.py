@@ -60,11 +60,12 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, celery_app: Celery | None = None,
                  redis_client: redis.Redis | None = None) -> None:
-        self.settings = settings or get_settings()
         if celery_app is None:
-            from comfyq.tasks.app import celery_app as default_app
+            from comfyq.tasks import app as celery_module
 
-            celery_app = default_app
+            celery_app = celery_module.celery_app if settings is None else (
+                celery_module.create_app(settings))
+        self.settings = settings or get_settings()
         self.celery_app = celery_app
         self.redis = redis_client or redis.Redis.from_url(
             self.settings.redis_url, decode_responses=True, health_check_interval=30

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         description="Extra device-name substring -> GPU type rules, tried before the built-ins.",
     )
 
+    custom_nodes_dirs: Annotated[list[Path], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list,
+        description="Directories of custom node packs, loaded like ComfyUI's custom_nodes/.",
+    )
     data_dir: Path = Field(Path("comfyq-data"), description="Root of outputs and worker state.")
     output_url_base: str | None = Field(
         None, description="Public base URL of the output directory; file:// URLs when unset."

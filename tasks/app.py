@@ -10,6 +10,7 @@ from celery import Celery
 from kombu import Queue
 
 from comfyq.routing import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
+from comfyq.scheduler.schedule import BEAT_SCHEDULE
 from comfyq.settings import Settings, get_settings
 
 TASK_MODULES = [
@@ -54,6 +55,8 @@ def celery_config(settings: Settings) -> dict:
         # JSON only: run ids and plain data travel, never pickled objects.
         "task_serializer": "json",
         "accept_content": ["json"],
+        # The maintenance beat runs (webhook retries due, reaping, expiry); see scheduler/.
+        "beat_schedule": BEAT_SCHEDULE,
         # Leave the application's logging alone; comfyq only adds its own loggers.
         "worker_hijack_root_logger": False,
         # Fail a publish to an unreachable broker within seconds, not minutes.

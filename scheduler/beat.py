@@ -1,0 +1,86 @@
+"""Celery beat that runs the maintenance only while it holds a lock in Redis.
+
+``comfyq worker`` starts a beat on every host for convenience; the lock makes exactly one of
+them schedule at any time. The holder renews the lock on every tick; if it dies, another takes
+over once the lock expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import redis
+from celery.beat import PersistentScheduler
+
+from comfyq import keys
+from comfyq.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds the lock lives without renewal; a standby beat takes over at most this long after
+#: the active one dies.
+LOCK_TTL_SECONDS = 15
+#: Longest sleep between ticks, so the lock is renewed well inside its TTL.
+MAX_TICK_INTERVAL_SECONDS = 1.0
+
+#: Renew the lock if we hold it, else take it if it is free. Returns 1 when we hold it.
+_ACQUIRE_OR_RENEW_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class BeatLock:
+    """A lock owned by one beat process, identified by a token."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: float = LOCK_TTL_SECONDS) -> None:
+        self.client = client
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._script = client.register_script(_ACQUIRE_OR_RENEW_LUA)
+
+    def hold(self) -> bool:
+        """Take or renew the lock; True while this process holds it."""
+        return bool(self._script(keys=[keys.BEAT_LOCK], args=[self.token, self.ttl_ms]))
+
+    def release(self) -> None:
+        if self.client.get(keys.BEAT_LOCK) == self.token:
+            self.client.delete(keys.BEAT_LOCK)
+
+
+class LockedScheduler(PersistentScheduler):
+    """A persistent beat scheduler that only sends tasks while holding :class:`BeatLock`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+        self.lock = BeatLock(client)
+        self._holding = False
+        super().__init__(*args, **kwargs)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            holding = self.lock.hold()
+        except redis.RedisError as error:
+            logger.warning("beat lock unavailable (%s); not scheduling", error)
+            holding = False
+        if holding != self._holding:
+            logger.info("beat %s the maintenance lock", "took" if holding else "lost")
+            self._holding = holding
+        if not holding:
+            return MAX_TICK_INTERVAL_SECONDS
+        return min(super().tick(*args, **kwargs), MAX_TICK_INTERVAL_SECONDS)
+
+    def close(self) -> None:
+        try:
+            self.lock.release()
+        except redis.RedisError:
+            pass
+        super().close()

@@ -1,0 +1,132 @@
+"""Bad run requests are refused with every problem named, and leave nothing behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from comfyq import Client, InvalidRunRequest, UnknownGpuType, WorkflowRunRequest
+from comfyq.settings import Settings
+from tests.helpers import comfyq_keys, invert_graph, request
+
+
+@pytest.fixture
+def client(redis_url, redis_client, tmp_path):
+    redis_client.flushdb()
+    settings = Settings(redis_url=redis_url, gpu_types=["A100", "T4"], default_gpu="T4",
+                        machines={"studio-1": "A100"}, data_dir=tmp_path)
+    return Client(settings=settings)
+
+
+def problems_of(client: Client, body) -> dict[str, str]:
+    with pytest.raises(InvalidRunRequest) as caught:
+        client.submit(body)
+    return {problem.path: problem.message for problem in caught.value.problems}
+
+
+WRONG_TYPES = {
+    "workflow_id": 42,
+    "workflow_api_json": ["not", "a", "graph"],
+    "inputs": "prompt=cat",
+    "webhook": 17,
+    "webhook_intermediate_status": "yes",
+    "gpu": "RTX-9000",
+    "workflow": "ui graph",
+    "machine_id": 7,
+}
+
+
+@pytest.mark.parametrize("field", sorted(WRONG_TYPES))
+def test_each_field_with_a_wrong_type_is_named(client, redis_client, field):
+    body = request(**{field: WRONG_TYPES[field]})
+    problems = problems_of(client, body)
+    assert list(problems) == [field], problems
+    assert comfyq_keys(redis_client) == []
+
+
+def test_every_problem_is_listed_at_once(client, redis_client):
+    body = {"workflow_id": 1, "workflow_api_json": {"1": {"inputs": {}}}, "gpu": "X",
+            "surprise": True}
+    problems = problems_of(client, body)
+    assert set(problems) == {"workflow_id", "workflow_api_json.1.class_type", "gpu", "surprise"}
+    assert "unknown field" in problems["surprise"]
+    assert "'T4'" in problems["gpu"] and "RTX" not in problems["gpu"]
+    assert comfyq_keys(redis_client) == []
+
+
+def test_input_value_outside_the_union(client):
+    problems = problems_of(client, request(inputs={"seed": {"nested": 1}}))
+    assert problems == {"inputs.seed": "must be a string or integer or number or boolean or list "
+                                        "(got {'nested': 1})"}
+
+
+def test_missing_required_fields(client):
+    problems = problems_of(client, {"inputs": {}})
+    assert problems == {"workflow_id": "Field required", "workflow_api_json": "Field required"}
+
+
+def test_dangling_link_names_node_and_input(client, redis_client):
+    graph = invert_graph()
+    graph["2"]["inputs"]["image"] = ["99", 0]
+    problems = problems_of(client, request(graph))
+    assert problems == {
+        "workflow_api_json.2.inputs.image": "links to node '99', which is not in the graph"}
+    assert comfyq_keys(redis_client) == []
+
+
+def test_cycle_is_named(client, redis_client):
+    graph = invert_graph()
+    graph["1"]["inputs"]["width"] = ["2", 0]
+    problems = problems_of(client, request(graph))
+    assert problems == {"workflow_api_json": "the graph has a cycle: 1 -> 2 -> 1"}
+    assert comfyq_keys(redis_client) == []
+
+
+def test_empty_graph(client):
+    assert problems_of(client, request({})) == {
+        "workflow_api_json": "must contain at least one node"}
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/hook", "example.com/hook", "http://",
+                                 "javascript:alert(1)", "https://exa mple.com"])
+def test_webhook_must_be_http(client, redis_client, url):
+    problems = problems_of(client, request(webhook=url))
+    assert problems == {"webhook": "must be an http(s) URL, e.g. https://example.com/hook"}
+    assert comfyq_keys(redis_client) == []
+
+
+def test_gpu_type_not_served_here_is_refused(client, redis_client):
+    with pytest.raises(UnknownGpuType, match=r"gpu: GPU type 'H100' is not served"):
+        client.submit(request(gpu="H100"))
+    assert comfyq_keys(redis_client) == []
+
+
+def test_unknown_machine_is_refused(client, redis_client):
+    with pytest.raises(UnknownGpuType, match=r"machine_id: unknown machine 'nowhere'"):
+        client.submit(request(machine_id="nowhere"))
+    assert comfyq_keys(redis_client) == []
+
+
+def test_json_text_and_model_are_accepted(client, redis_client):
+    model = WorkflowRunRequest.model_validate(request())
+    run_a = client.submit(model)
+    run_b = client.submit(model.model_dump_json())
+    assert client.get_run(run_a).status.value == "queued"
+    assert client.get_run(run_b).workflow_api == model.workflow_api_json
+
+
+def test_bad_json_text(client):
+    problems = problems_of(client, '{"workflow_id": ')
+    assert list(problems) == ["request"] and "Invalid JSON" in problems["request"]
+
+
+@pytest.mark.parametrize(("fields", "queue"), [
+    ({"gpu": "A100"}, "comfyq.gpu.A100"),
+    ({"machine_id": "studio-1"}, "comfyq.gpu.A100"),
+    ({}, "comfyq.gpu.T4"),
+    ({"gpu": "T4", "machine_id": "studio-1"}, "comfyq.gpu.T4"),
+])
+def test_run_goes_to_the_queue_of_its_gpu(client, redis_client, fields, queue):
+    run_id = client.submit(request(**fields))
+    assert redis_client.llen(queue) == 1
+    assert run_id in redis_client.lindex(queue, 0)
+    assert client.get_run(run_id).gpu == queue.rsplit(".", 1)[1]
