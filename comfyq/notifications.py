@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 
 #: Name of the Celery task that makes one delivery attempt of a webhook event.
 DELIVER_WEBHOOK_TASK = "comfyq.deliver_webhook"
-#: Record fields a webhook body is made of.
-BODY_FIELDS = ("live_status", "progress", "outputs")
+#: Record fields a webhook body is made of: ComfyDeploy's, plus ``error`` (null unless the run
+#: failed) so a receiver learns which node failed and why without another request.
+BODY_FIELDS = ("live_status", "progress", "outputs", "error")
 
 
 def send_delivery(event_id: str) -> None:
