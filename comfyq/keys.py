@@ -30,6 +30,24 @@ def run_cancel(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:cancel"
 
 
+def run_lease(run_id: str) -> str:
+    """String holding the token of the worker executing the run; expires without heartbeats."""
+    return f"{PREFIX}:run:{run_id}:lease"
+
+
+#: Sorted set of runs a worker has started and not finished, scored by start time (the reaper's
+#: list of runs whose worker may have died).
+ACTIVE_RUNS = f"{PREFIX}:runs:active"
+#: Sorted set of runs waiting in a queue, scored by when they were queued (queue-wait timeouts and
+#: lost-message recovery).
+QUEUED_RUNS = f"{PREFIX}:runs:queued"
+
+
+def idempotency(key: str) -> str:
+    """String holding the run id first submitted with this idempotency key."""
+    return f"{PREFIX}:idempotency:{key}"
+
+
 # --- node catalogs ------------------------------------------------------------------------------
 
 
@@ -47,6 +65,46 @@ def worker_catalogs(gpu_type: str) -> str:
 
 #: Prefix of the webhook outbox keys (see comfyq.webhooks).
 WEBHOOKS = f"{PREFIX}:webhooks"
+
+#: Sorted set of events whose next attempt waits for its due time (score: due, Unix seconds).
+WEBHOOKS_DUE = f"{WEBHOOKS}:due"
+#: Sorted set of events handed to a delivery task (score: deadline of that claim or attempt).
+WEBHOOKS_INFLIGHT = f"{WEBHOOKS}:inflight"
+#: Sorted set of every event not yet delivered, dead or gone (score: creation time).
+WEBHOOKS_OUTSTANDING = f"{WEBHOOKS}:outstanding"
+#: Sorted set of the most recently delivered events (score: delivery time), trimmed.
+WEBHOOKS_DELIVERED = f"{WEBHOOKS}:delivered"
+#: Sorted set of dead-lettered and gone events (score: when they died), kept until redelivered.
+WEBHOOKS_DEAD = f"{WEBHOOKS}:dead"
+#: Hash URL -> Unix time it answered 410 Gone; nothing more is sent to those URLs.
+WEBHOOKS_GONE_URLS = f"{WEBHOOKS}:gone"
+#: String: the signing secret generated for this deployment when none is configured.
+WEBHOOKS_SECRET = f"{WEBHOOKS}:secret"
+
+
+def webhook_event(event_id: str) -> str:
+    """Hash of one webhook event: its body, target URL, state and attempts."""
+    return f"{WEBHOOKS}:event:{event_id}"
+
+
+def webhook_run(run_id: str) -> str:
+    """Hash of one run's outbox state: last seq, the event in delivery, last send time."""
+    return f"{WEBHOOKS}:run:{run_id}"
+
+
+def webhook_run_queue(run_id: str) -> str:
+    """Sorted set of one run's undelivered events (score: seq); the lowest is delivered next."""
+    return f"{WEBHOOKS}:run:{run_id}:queue"
+
+
+def webhook_run_dead(run_id: str) -> str:
+    """Sorted set of one run's dead-lettered or gone events (score: seq), for redelivery."""
+    return f"{WEBHOOKS}:run:{run_id}:dead"
+
+
+def webhook_run_attempts(run_id: str) -> str:
+    """List of one run's latest delivery attempts (JSON each), mirrored into its record."""
+    return f"{WEBHOOKS}:run:{run_id}:attempts"
 
 
 # --- scheduler ----------------------------------------------------------------------------------

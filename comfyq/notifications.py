@@ -46,8 +46,6 @@ class Announcer:
 
         Returns the event id, or None when no event was due.
         """
-        from comfyq.webhooks.outbox import record_event
-
         record = self.store.get_fields(
             run_id, ("webhook", "webhook_intermediate_status", *BODY_FIELDS))
         status = RunStatus(record["status"])
@@ -55,6 +53,8 @@ class Announcer:
             return None
         if not status.is_final and not record.get("webhook_intermediate_status"):
             return None
+        from comfyq.webhooks.outbox import record_event
+
         body = {"run_id": run_id, "status": status.value,
                 **{name: record.get(name) for name in BODY_FIELDS}}
         body["progress"] = body["progress"] or 0.0
