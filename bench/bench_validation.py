@@ -1,0 +1,127 @@
+"""How long submit-time validation takes: a valid 500-node graph against the full real catalog.
+
+The graph is built from ComfyUI 0.3.64 built-ins: chains of image nodes (create, scale, blend,
+blur, crop, mask round trip, composite...) each ending in a SaveImage. Each timed call passes the
+plain catalog dict, as callers do; its compiled form is found in the identity cache.
+
+    python bench/bench_validation.py [--nodes 500] [--repeat 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# Run as a script from a checkout, the repository root is not on the path unless comfyq is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from comfyq.catalog import load_catalog  # noqa: E402
+from comfyq.catalog_validation import (  # noqa: E402
+    PromptValidationError,
+    compile_catalog,
+    validate_prompt,
+)
+
+CATALOG_PATH = Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json")
+TARGET_MS = 5.0
+
+
+def _image_chain(first_id: int) -> dict[str, dict]:
+    """Twelve linked nodes, ids from ``first_id``, that end in a SaveImage."""
+    ids = [str(first_id + offset) for offset in range(12)]
+    e, scaled, other, blend, blur, crop, by, to_mask, mask_image, sharp, composite, save = ids
+    size = {"width": 512, "height": 512}
+    return {
+        e: {"class_type": "EmptyImage", "inputs": {**size, "batch_size": 1, "color": 0}},
+        scaled: {"class_type": "ImageScale", "inputs": {
+            "image": [e, 0], "upscale_method": "bilinear", **size, "crop": "center"}},
+        other: {"class_type": "EmptyImage", "inputs": {**size, "batch_size": 1,
+                                                       "color": 0xFF8800}},
+        blend: {"class_type": "ImageBlend", "inputs": {
+            "image1": [scaled, 0], "image2": [other, 0], "blend_factor": 0.5,
+            "blend_mode": "multiply"}},
+        blur: {"class_type": "ImageBlur", "inputs": {
+            "image": [blend, 0], "blur_radius": 3, "sigma": 1.5}},
+        crop: {"class_type": "ImageCrop", "inputs": {
+            "image": [blur, 0], "width": 256, "height": 256, "x": 16, "y": 16}},
+        by: {"class_type": "ImageScaleBy", "inputs": {
+            "image": [crop, 0], "upscale_method": "lanczos", "scale_by": 2.0}},
+        to_mask: {"class_type": "ImageToMask", "inputs": {"image": [by, 0], "channel": "red"}},
+        mask_image: {"class_type": "MaskToImage", "inputs": {"mask": [to_mask, 0]}},
+        sharp: {"class_type": "ImageSharpen", "inputs": {
+            "image": [mask_image, 0], "sharpen_radius": 2, "sigma": 1.0, "alpha": 0.5}},
+        composite: {"class_type": "ImageCompositeMasked", "inputs": {
+            "destination": [by, 0], "source": [sharp, 0], "x": 0, "y": 0,
+            "resize_source": False, "mask": [to_mask, 0]}},
+        save: {"class_type": "SaveImage", "inputs": {
+            "images": [composite, 0], "filename_prefix": f"bench_{first_id}"}},
+    }
+
+
+def build_image_graph(node_count: int = 500) -> dict[str, dict]:
+    """A valid API graph of exactly ``node_count`` nodes (at least 2) made of image chains."""
+    graph: dict[str, dict] = {}
+    next_id = 1
+    while node_count - len(graph) >= 12:
+        graph |= _image_chain(next_id)
+        next_id += 12
+    if node_count - len(graph) >= 2:
+        # The rest: one short chain, an EmptyImage and inverts, into a SaveImage.
+        source = str(next_id)
+        graph[source] = {"class_type": "EmptyImage", "inputs": {
+            "width": 64, "height": 64, "batch_size": 1, "color": 0}}
+        while node_count - len(graph) > 1:
+            next_id += 1
+            graph[str(next_id)] = {"class_type": "ImageInvert", "inputs": {"image": [source, 0]}}
+            source = str(next_id)
+        graph[str(next_id + 1)] = {"class_type": "SaveImage", "inputs": {
+            "images": [source, 0], "filename_prefix": "bench_rest"}}
+    return graph
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--catalog", type=Path, default=CATALOG_PATH)
+    args = parser.parse_args(argv)
+
+    catalog = load_catalog(args.catalog)
+    started = time.perf_counter()
+    compiled = compile_catalog(catalog)
+    compile_ms = (time.perf_counter() - started) * 1000
+    graph = build_image_graph(args.nodes)
+    assert compile_catalog(catalog) is compiled
+    try:
+        validate_prompt(graph, catalog)
+    except PromptValidationError as error:
+        print(f"the benchmark graph is invalid: {error}", file=sys.stderr)
+        return 2
+
+    timings = []
+    for _ in range(args.repeat):
+        started = time.perf_counter()
+        validate_prompt(graph, catalog)
+        timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    mean, p50, p99 = statistics.fmean(timings), _percentile(timings, 0.5), _percentile(
+        timings, 0.99)
+    print(f"catalog: {len(catalog)} classes, compiled once in {compile_ms:.1f} ms")
+    print(f"graph: {len(graph)} nodes, {sum(1 for n in graph.values() if n['class_type'] == 'SaveImage')}"
+          f" outputs; {args.repeat} validations")
+    print(f"time per graph: mean {mean:.3f} ms, p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    verdict = "meets" if p99 < TARGET_MS else "MISSES"
+    print(f"target < {TARGET_MS:.0f} ms per graph (p99): {verdict}")
+    return 0 if p99 < TARGET_MS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
