@@ -20,6 +20,7 @@ from comfyq import keys
 from comfyq.errors import ComfyqError, WaitTimeout
 from comfyq.notifications import Announcer
 from comfyq.models import (
+    FINAL_STATUSES,
     RunStatus,
     WorkflowRunModel,
     WorkflowRunRequest,
@@ -34,6 +35,9 @@ EXECUTE_RUN_TASK = "comfyq.execute_run"
 #: How long publishing a run may retry through broker hiccups before the submit fails.
 PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
                         "interval_max": 2.0}
+
+
+FINAL_STATUS_VALUES = frozenset(status.value for status in FINAL_STATUSES)
 
 
 class SubmitFailed(ComfyqError):
@@ -70,7 +74,7 @@ class Client:
         self.redis = redis_client or redis.Redis.from_url(
             self.settings.redis_url, decode_responses=True, health_check_interval=30
         )
-        self.store = RunStore(self.redis)
+        self.store = RunStore(self.redis, self.settings.run_retention_seconds)
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Client:
             "live_status": None,
             "outputs": [],
             "attempts": 0,
+            "max_run_seconds": self.settings.run_time_limit(gpu_type, request.machine_id),
         }
 
     def _publish(self, run_id: str, gpu_type: str) -> None:
@@ -144,14 +149,17 @@ class Client:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.run_updates(run_id))
         try:
-            while True:
-                # Read after subscribing, so a change between the two is never missed.
-                if self.store.status(run_id).is_final:
-                    return self.get_run(run_id)
+            # Read after subscribing, so a change between the two is never missed.
+            status = self.store.status(run_id)
+            while not status.is_final:
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
-                    raise WaitTimeout(f"run {run_id} is still {self.store.status(run_id).value}")
-                pubsub.get_message(timeout=min(remaining, 1.0))
+                    raise WaitTimeout(f"run {run_id} is still {status.value} after {timeout} s")
+                message = pubsub.get_message(timeout=min(remaining, 1.0))
+                # Each change announces the new status ('' when only fields changed).
+                if message is None or message["data"] in FINAL_STATUS_VALUES:
+                    status = self.store.status(run_id)
+            return self.get_run(run_id)
         finally:
             pubsub.close()
 

@@ -18,23 +18,38 @@ import redis
 
 from comfyq import keys
 from comfyq.errors import RunNotFound
-from comfyq.models import FINAL_RANK, RunStatus
+from comfyq.models import FINAL_RANK, STATUS_RANK, RunStatus
 
 #: Applies a status change and/or field updates if the run is not final and the change moves
-#: forward. ARGV: new status ('' = keep), its rank, 'force' to allow moving back to a lower
-#: non-final rank (re-queueing after a worker died), then field/value pairs.
+#: forward, and keeps the active/queued indexes in step with the status.
+#: KEYS: record, updates channel, lease, active index, queued index.
+#: ARGV: new status ('' = keep), its rank, mode ('force' allows moving back to an earlier
+#: non-final status, for re-queueing), lease token ('' = unfenced; else the write applies only
+#: while that token holds the lease), seconds to keep a final record, now, field/value pairs.
 #: Returns the status the run had before, or false when nothing was applied.
 _TRANSITION_LUA = f"""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 local rank = tonumber(redis.call('HGET', KEYS[1], 'rank'))
 if rank >= {FINAL_RANK} then return false end
-local new_status, new_rank, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local new_status, new_rank, mode, fence = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if fence ~= '' and redis.call('GET', KEYS[3]) ~= fence then return false end
 if new_status ~= '' then
   if new_rank <= rank and mode ~= 'force' then return false end
   redis.call('HSET', KEYS[1], 'status', new_status, 'rank', new_rank)
+  if new_rank >= {FINAL_RANK} then
+    redis.call('ZREM', KEYS[4], ARGV[7])
+    redis.call('ZREM', KEYS[5], ARGV[7])
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+  elseif new_rank == {STATUS_RANK[RunStatus.QUEUED]} then
+    redis.call('ZREM', KEYS[4], ARGV[7])
+    redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7])
+  elseif new_rank >= {STATUS_RANK[RunStatus.STARTED]} then
+    redis.call('ZREM', KEYS[5], ARGV[7])
+    redis.call('ZADD', KEYS[4], ARGV[6], ARGV[7])
+  end
 end
-if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 redis.call('PUBLISH', KEYS[2], new_status)
 return status
 """
@@ -62,14 +77,25 @@ def decode_record(raw: Mapping[str, str]) -> dict[str, Any]:
     return record
 
 
+def _decoded(run_id: str, names: list[str], values: list[str | None]) -> dict[str, Any]:
+    """HMGET's answer for ``["status", *names]`` as a record; RunNotFound when there is none."""
+    if values[0] is None:
+        raise RunNotFound(run_id)
+    record: dict[str, Any] = {"status": values[0]}
+    for name, value in zip(names, values[1:]):
+        record[name] = None if value is None else json.loads(value)
+    return record
+
+
 class RunStore:
     """Reads and writes run records.
 
     :param client: a redis-py client created with ``decode_responses=True``.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, retention_seconds: float = 7 * 24 * 3600) -> None:
         self.client = client
+        self.retention_seconds = retention_seconds
         self._transition = client.register_script(_TRANSITION_LUA)
 
     def create(self, run_id: str, status: RunStatus, fields: Mapping[str, Any],
@@ -83,30 +109,41 @@ class RunStore:
             | dict(zip(*[iter(encode_fields(fields))] * 2)),
         )
         target.zadd(keys.RUNS_INDEX, {run_id: created})
+        if status == RunStatus.QUEUED:
+            target.zadd(keys.QUEUED_RUNS, {run_id: created})
 
     def delete(self, run_id: str) -> None:
         """Remove a record entirely (used when a submit could not be enqueued)."""
         pipeline = self.client.pipeline()
         pipeline.delete(keys.run(run_id), keys.run_cancel(run_id))
-        pipeline.zrem(keys.RUNS_INDEX, run_id)
+        for index in (keys.RUNS_INDEX, keys.QUEUED_RUNS, keys.ACTIVE_RUNS):
+            pipeline.zrem(index, run_id)
         pipeline.execute()
 
     def move(self, run_id: str, status: RunStatus | None, fields: Mapping[str, Any] | None = None,
-             *, force: bool = False) -> RunStatus | None:
+             *, force: bool = False, lease_token: str | None = None) -> RunStatus | None:
         """Move a run to ``status`` (None: keep it) and set ``fields``, if that moves it forward.
 
-        ``updated_at`` is set on every applied change. Returns the status the run had before,
-        or None when the change was refused (run missing, final, or not a forward move).
+        ``updated_at`` is set on every applied change; a final status starts the retention clock.
+        Returns the status the run had before, or None when the change was refused (run
+        missing, final, not a forward move, or ``lease_token`` no longer holds the lease).
         ``force`` allows a move back to an earlier non-final status, for re-queueing.
         """
-        values = {"updated_at": now(), **(fields or {})}
+        moment = now()
         args = [
             status.value if status else "",
             str(status.rank if status else 0),
             "force" if force else "",
-            *encode_fields(values),
+            lease_token or "",
+            str(int(self.retention_seconds)),
+            repr(moment),
+            run_id,
+            *encode_fields({"updated_at": moment, **(fields or {})}),
         ]
-        previous = self._transition(keys=[keys.run(run_id), keys.run_updates(run_id)], args=args)
+        previous = self._transition(
+            keys=[keys.run(run_id), keys.run_updates(run_id), keys.run_lease(run_id),
+                  keys.ACTIVE_RUNS, keys.QUEUED_RUNS],
+            args=args)
         return RunStatus(previous) if previous else None
 
     def get(self, run_id: str) -> dict[str, Any]:
@@ -119,13 +156,16 @@ class RunStore:
     def get_fields(self, run_id: str, names: Iterable[str]) -> dict[str, Any]:
         """Some fields of a record (missing ones are None); raises RunNotFound if no record."""
         names = list(names)
-        values = self.client.hmget(keys.run(run_id), ["status", *names])
-        if values[0] is None:
-            raise RunNotFound(run_id)
-        record: dict[str, Any] = {"status": values[0]}
-        for name, value in zip(names, values[1:]):
-            record[name] = value if name == "status" or value is None else json.loads(value)
-        return record
+        return _decoded(run_id, names, self.client.hmget(keys.run(run_id), ["status", *names]))
+
+    def load_for_execution(self, run_id: str, names: Iterable[str]) -> tuple[dict[str, Any], bool]:
+        """Some fields of a record and whether a cancel was requested, in one round trip."""
+        names = list(names)
+        pipeline = self.client.pipeline(transaction=False)
+        pipeline.hmget(keys.run(run_id), ["status", *names])
+        pipeline.exists(keys.run_cancel(run_id))
+        values, cancelled = pipeline.execute()
+        return _decoded(run_id, names, values), bool(cancelled)
 
     def status(self, run_id: str) -> RunStatus:
         value = self.client.hget(keys.run(run_id), "status")

@@ -42,9 +42,15 @@ def _split_floats(value: Any) -> Any:
     return [float(item) for item in _split_list(value)] if isinstance(value, str) else value
 
 
+def _split_float_mapping(value: Any) -> Any:
+    mapping = _split_mapping(value)
+    return {key: float(val) for key, val in mapping.items()} if isinstance(value, str) else mapping
+
+
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 StrMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_mapping)]
 FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_floats)]
+FloatMap = Annotated[dict[str, float], NoDecode, BeforeValidator(_split_float_mapping)]
 
 
 class Settings(BaseSettings):
@@ -78,6 +84,28 @@ class Settings(BaseSettings):
     )
 
     max_run_seconds: float = Field(3600.0, gt=0, description="Longest a run may execute.")
+    gpu_max_run_seconds: FloatMap = Field(
+        default_factory=dict, description="GPU type -> longest run, overriding max_run_seconds."
+    )
+    machine_max_run_seconds: FloatMap = Field(
+        default_factory=dict, description="machine_id -> longest run, overriding the GPU's."
+    )
+    max_queue_seconds: float = Field(
+        3600.0, gt=0, description="Longest a run may wait in its queue before it ends `timeout`."
+    )
+    timeout_grace_seconds: float = Field(
+        30.0, ge=0, description="After its limit, how long a run may take to stop before the "
+        "reaper marks it `timeout` anyway."
+    )
+    lease_ttl_seconds: float = Field(
+        30.0, gt=0, description="A run's lease lives this long without a worker heartbeat."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Executions a run gets when its workers die, before it fails."
+    )
+    lost_message_seconds: float = Field(
+        60.0, gt=0, description="A queued run whose message is missing this long is re-published."
+    )
     visibility_margin_seconds: float = Field(
         600.0, ge=0, description="Broker visibility timeout = max_run_seconds + this margin."
     )
@@ -101,7 +129,19 @@ class Settings(BaseSettings):
 
     @property
     def visibility_timeout_seconds(self) -> float:
-        return self.max_run_seconds + self.visibility_margin_seconds
+        return self.longest_run_seconds + self.visibility_margin_seconds
+
+    def run_time_limit(self, gpu_type: str, machine_id: str | None) -> float:
+        """Longest a run may execute: the machine's limit, else its GPU type's, else the default."""
+        if machine_id is not None and machine_id in self.machine_max_run_seconds:
+            return self.machine_max_run_seconds[machine_id]
+        return self.gpu_max_run_seconds.get(gpu_type, self.max_run_seconds)
+
+    @property
+    def longest_run_seconds(self) -> float:
+        """The longest any run may execute under this configuration."""
+        return max([self.max_run_seconds, *self.gpu_max_run_seconds.values(),
+                    *self.machine_max_run_seconds.values()])
 
     @property
     def output_dir(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from comfyq import Client, InvalidRunRequest, UnknownGpuType, WorkflowRunRequest
 from comfyq.settings import Settings
@@ -10,9 +11,18 @@ from tests.helpers import comfyq_keys, invert_graph, request
 
 
 @pytest.fixture
-def client(redis_url, redis_client, tmp_path):
-    redis_client.flushdb()
-    settings = Settings(redis_url=redis_url, gpu_types=["A100", "T4"], default_gpu="T4",
+def redis_client(redis_url):
+    """A database of its own: no worker consumes these queues, so tests can look into them."""
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3", decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def client(redis_client, tmp_path):
+    url = redis_client.connection_pool.connection_kwargs
+    settings = Settings(redis_url=f"redis://{url['host']}:{url['port']}/3", gpu_types=["A100", "T4"], default_gpu="T4",
                         machines={"studio-1": "A100"}, data_dir=tmp_path)
     return Client(settings=settings)
 

@@ -24,7 +24,7 @@ def redis_client() -> redis.Redis:
 
 @functools.cache
 def run_store() -> RunStore:
-    return RunStore(redis_client())
+    return RunStore(redis_client(), get_settings().run_retention_seconds)
 
 
 def build_backend():

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from comfyq.execution.context import RunCancelled, RunContext
 from comfyq.execution.executor import GraphError, NodeExecutionError
+from comfyq.lease import LeaseLost, RunLease
 from comfyq.models import RunStatus
 from comfyq.runs import RunStore, now
 from comfyq.settings import Settings
@@ -26,7 +27,11 @@ logger = logging.getLogger(__name__)
 
 #: Record fields the runner needs to start a run.
 RUN_FIELDS = ("workflow_api", "workflow_inputs", "gpu", "attempts", "webhook",
-              "webhook_intermediate_status")
+              "webhook_intermediate_status", "max_run_seconds")
+
+
+class RunDeadlinePassed(RunCancelled):
+    """The run went past its time limit; it ends ``timeout``."""
 
 
 class GraphBackend(Protocol):
@@ -49,14 +54,28 @@ class WorkerIdentity:
 Announce = Callable[[str, bool], None]
 
 
+@dataclass
+class ActiveRun:
+    """What the runner knows of the run it executes."""
+
+    run_id: str
+    record: dict[str, Any]
+    lease: RunLease
+    deadline: float
+
+    @property
+    def wants_intermediate(self) -> bool:
+        return bool(self.record.get("webhook") and self.record.get("webhook_intermediate_status"))
+
+
 class RunRunner:
     """Executes runs and keeps their records; one instance per worker process.
 
     :param store: the run records.
-    :param settings: comfyq settings (output folders, progress throttling).
+    :param settings: comfyq settings (output folders, limits, progress throttling).
     :param backend: what executes graphs.
     :param worker: this worker's identity, written into each run it executes.
-    :param announce: called with a run id after each change worth a webhook.
+    :param announce: called after each change worth a webhook (only for runs with a webhook).
     """
 
     def __init__(self, store: RunStore, settings: Settings, backend: GraphBackend,
@@ -68,58 +87,101 @@ class RunRunner:
         self.announce = announce
 
     def run(self, run_id: str) -> RunStatus:
-        """Execute ``run_id`` unless it is finished or cancelled; returns its final status."""
-        record = self.store.get_fields(run_id, RUN_FIELDS)
+        """Execute ``run_id`` unless it is finished, cancelled or executing elsewhere.
+
+        Returns the run's status when this worker is done with it.
+        """
+        record, cancel_requested = self.store.load_for_execution(run_id, RUN_FIELDS)
         status = RunStatus(record["status"])
         if status.is_final:
             logger.info("run %s is already %s; not executing it again", run_id, status.value)
             return status
-        if self.store.cancel_requested(run_id):
-            return self._finish(run_id, RunStatus.CANCELLED, live_status="Cancelled before it started")
-        started = now()
-        moved = self.store.move(run_id, RunStatus.STARTED, {
-            "started_at": started, "worker": self.worker.name,
-            "attempts": (record.get("attempts") or 0) + 1, "live_status": "Started",
-        })
-        if moved is None:
+        if cancel_requested:
+            return self._finish(run_id, record, None, RunStatus.CANCELLED,
+                                live_status="Cancelled before it started")
+        lease = RunLease(self.store.client, run_id, self.worker.name,
+                         self.settings.lease_ttl_seconds)
+        if not lease.acquire():
+            logger.warning("run %s is executing under another worker's live lease; dropping "
+                           "this delivery", run_id)
+            return status
+        lease.start_heartbeat()
+        try:
+            return self._run_leased(run_id, record, lease)
+        except LeaseLost:
+            logger.error("run %s: lease lost mid-run; leaving the run to its new worker", run_id)
             return self.store.status(run_id)
-        self.announce(run_id, True)
-        return self._execute(run_id, record)
+        finally:
+            lease.release()
 
-    def _execute(self, run_id: str, record: dict[str, Any]) -> RunStatus:
-        context = self._context(run_id)
-        progress = ProgressWriter(self.store, run_id, self.settings.progress_interval_seconds,
-                                  self.announce if record.get("webhook_intermediate_status") else None)
+    def _run_leased(self, run_id: str, record: dict[str, Any], lease: RunLease) -> RunStatus:
+        attempts = (record.get("attempts") or 0) + 1
+        if attempts > self.settings.max_attempts:
+            return self._finish(run_id, record, lease.token, RunStatus.FAILED,
+                                live_status="Failed: workers kept dying", attempts=attempts - 1,
+                                error=worker_lost_error(attempts - 1))
+        started = now()
+        limit = record.get("max_run_seconds") or self.settings.max_run_seconds
+        if self.store.move(run_id, RunStatus.STARTED, {
+            "started_at": started, "worker": self.worker.name, "attempts": attempts,
+            "live_status": "Started",
+        }, lease_token=lease.token) is None:
+            return self.store.status(run_id)
+        active = ActiveRun(run_id, record, lease, started + limit)
+        self._announce(active.record, run_id, final=False)
+        return self._execute(active)
+
+    def _execute(self, active: ActiveRun) -> RunStatus:
+        run_id, record, token = active.run_id, active.record, active.lease.token
+        context = self._context(active)
+        progress = ProgressWriter(
+            self.store, run_id, token, self.settings.progress_interval_seconds,
+            self.announce if active.wants_intermediate else None)
         context.report_progress = progress.node_progress
-        self.store.move(run_id, RunStatus.RUNNING, {"live_status": "Running"})
-        self.announce(run_id, True)
         try:
             ui_outputs = self.backend.execute(record["workflow_api"], record.get("workflow_inputs"),
                                               context, progress.node_started)
+        except RunDeadlinePassed:
+            return self._finish(run_id, record, token, RunStatus.TIMEOUT,
+                                live_status="Timed out", error=timeout_error(active))
         except RunCancelled:
-            return self._finish(run_id, RunStatus.CANCELLED, live_status="Cancelled")
+            return self._finish(run_id, record, token, RunStatus.CANCELLED, live_status="Cancelled")
         except NodeExecutionError as error:
             logger.warning("run %s failed: %s", run_id, error)
-            return self._finish(run_id, RunStatus.FAILED, live_status=f"Failed at node {error.node_id}",
+            return self._finish(run_id, record, token, RunStatus.FAILED,
+                                live_status=f"Failed at node {error.node_id}: "
+                                            f"{error.exception_message}"[:300],
                                 error=error.as_dict())
         except GraphError as error:
-            return self._finish(run_id, RunStatus.FAILED, live_status="Failed",
-                                error={"exception_type": "GraphError", "exception_message": str(error)})
-        self.store.move(run_id, RunStatus.UPLOADING, {"live_status": "Collecting outputs"})
+            return self._finish(run_id, record, token, RunStatus.FAILED, live_status="Failed",
+                                error={"exception_type": "GraphError",
+                                       "exception_message": str(error)})
+        active.lease.check()
         outputs = [self._output_record(run_id, node_id, ui, record["workflow_api"])
                    for node_id, ui in ui_outputs.items()]
-        return self._finish(run_id, RunStatus.SUCCESS, live_status="Done", outputs=outputs,
-                            progress=1.0)
+        return self._finish(run_id, record, token, RunStatus.SUCCESS, live_status="Done",
+                            outputs=outputs, progress=1.0)
 
-    def _finish(self, run_id: str, status: RunStatus, **fields: Any) -> RunStatus:
+    def _finish(self, run_id: str, record: dict[str, Any], lease_token: str | None,
+                status: RunStatus, **fields: Any) -> RunStatus:
         fields.setdefault("ended_at", now())
-        if self.store.move(run_id, status, fields) is not None:
-            self.announce(run_id, True)
+        if self.store.move(run_id, status, fields, lease_token=lease_token) is not None:
+            self._announce(record, run_id, final=True)
             return status
         return self.store.status(run_id)
 
-    def _context(self, run_id: str) -> RunContext:
+    def _announce(self, record: dict[str, Any], run_id: str, final: bool) -> None:
+        # Skip the outbox entirely (no Redis round trip) when nobody listens.
+        if record.get("webhook") and (final or record.get("webhook_intermediate_status")):
+            self.announce(run_id, True)
+
+    def _context(self, active: ActiveRun) -> RunContext:
+        run_id = active.run_id
+
         def check_cancelled() -> None:
+            active.lease.check()
+            if time.time() > active.deadline:
+                raise RunDeadlinePassed(run_id)
             if self.store.cancel_requested(run_id):
                 raise RunCancelled(run_id)
 
@@ -165,38 +227,58 @@ class RunRunner:
         return f"{base.rstrip('/')}/{quote(relative)}"
 
 
+def worker_lost_error(attempts: int) -> dict[str, Any]:
+    return {"exception_type": "WorkerLost",
+            "exception_message": f"gave up after {attempts} attempt(s): the worker executing the "
+                                 "run died or stopped answering each time"}
+
+
+def timeout_error(active: ActiveRun) -> dict[str, Any]:
+    limit = active.record.get("max_run_seconds")
+    return {"exception_type": "RunTimeout",
+            "exception_message": f"the run exceeded its time limit of {limit:g} s" if limit
+            else "the run exceeded its time limit"}
+
+
 class ProgressWriter:
     """Turns node starts and in-node progress into throttled record updates.
 
     Progress is the share of nodes done, plus the current node's own share; ``live_status``
-    names the node executing, as ComfyDeploy shows it ("Executing KSampler").
+    names the node executing, as ComfyDeploy shows it ("Executing KSampler"). The first write
+    also moves the run from ``started`` to ``running``.
     """
 
-    def __init__(self, store: RunStore, run_id: str, interval: float,
+    def __init__(self, store: RunStore, run_id: str, lease_token: str, interval: float,
                  announce: Announce | None) -> None:
         self.store = store
         self.run_id = run_id
+        self.lease_token = lease_token
         self.interval = interval
         self.announce = announce
         self.total = 1
         self.index = 0
         self.class_type = ""
+        self._running = False
         self._last_write = 0.0
 
     def node_started(self, node_id: str, class_type: str, index: int, total: int) -> None:
         self.index, self.total, self.class_type = index, max(total, 1), class_type
-        self._write(self.index / self.total, f"Executing {class_type}", force=index == 0)
+        self._write(self.index / self.total, f"Executing {class_type}")
 
     def node_progress(self, value: float, maximum: float, node_id: str | None) -> None:
         share = (value / maximum) if maximum else 0.0
         self._write((self.index + share) / self.total,
                     f"Executing {self.class_type} ({value:g}/{maximum:g})")
 
-    def _write(self, progress: float, live_status: str, force: bool = False) -> None:
+    def _write(self, progress: float, live_status: str) -> None:
         moment = time.monotonic()
-        if not force and moment - self._last_write < self.interval:
+        if self._running and moment - self._last_write < self.interval:
             return
         self._last_write = moment
-        if self.store.move(self.run_id, None, {"progress": round(progress, 4),
-                                                "live_status": live_status}) and self.announce:
-            self.announce(self.run_id, False)
+        status = None if self._running else RunStatus.RUNNING
+        applied = self.store.move(self.run_id, status,
+                                  {"progress": round(progress, 4), "live_status": live_status},
+                                  lease_token=self.lease_token)
+        self._running = True
+        if applied and self.announce:
+            self.announce(self.run_id, status is not None)
