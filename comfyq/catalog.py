@@ -50,7 +50,7 @@ def node_info(class_name: str, node_class: type, display_name: str | None = None
     Mirrors ComfyUI 0.3.64's server: inputs from ``INPUT_TYPES()``, outputs from
     ``RETURN_TYPES`` (``RETURN_NAMES``, ``OUTPUT_IS_LIST`` and ``OUTPUT_TOOLTIPS`` when given),
     ``category`` defaulting to ``"sd"``, ``python_module`` to ``"nodes"``, ``output_node`` true
-    only when ``OUTPUT_NODE`` is True, and ``deprecated``/``experimental``/``api_node`` only when
+    when ``OUTPUT_NODE == True``, and ``deprecated``/``experimental``/``api_node`` only when
     the class sets them. ``display_name`` defaults to the class name. A class that describes
     itself (``GET_NODE_INFO_V1``, as ComfyUI's newer node API does) is asked directly.
     """
@@ -72,7 +72,8 @@ def node_info(class_name: str, node_class: type, display_name: str | None = None
         "description": getattr(node_class, "DESCRIPTION", ""),
         "python_module": getattr(node_class, "RELATIVE_PYTHON_MODULE", "nodes"),
         "category": getattr(node_class, "CATEGORY", "sd"),
-        "output_node": getattr(node_class, "OUTPUT_NODE", False) is True,
+        # ComfyUI's server tests ``== True``: a class saying OUTPUT_NODE = 1 is an output too.
+        "output_node": bool(getattr(node_class, "OUTPUT_NODE", False) == True),  # noqa: E712
     }
     if hasattr(node_class, "OUTPUT_TOOLTIPS"):
         info["output_tooltips"] = _as_json_data(node_class.OUTPUT_TOOLTIPS)
