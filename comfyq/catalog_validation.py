@@ -12,7 +12,8 @@ live classes, and goes further where ComfyUI is weak:
 * the graph is refused when ANY output is invalid (ComfyUI silently drops bad outputs when some
   are good), with every bad node in ``node_errors`` and, in ``dependent_outputs``, exactly the
   output nodes that depend on it;
-* every problem of every checked node is reported, including those behind a bad link;
+* every problem of every checked node is reported, including those behind a bad link, and the
+  top-level ``details`` lists them all (ComfyUI lists only the output nodes' own problems);
 * combos of the newer ``["COMBO", {"options": [...]}]`` form are checked like list combos.
 
 What a catalog cannot tell is left to the worker: combos that take uploads (``image_upload``
