@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -58,7 +58,7 @@ class PromptValidationError(ComfyqError, ValueError):
 
     @property
     def error_type(self) -> str:
-        """The top-level error type (``invalid_prompt``, ``prompt_outputs_failed_validation``...)."""
+        """The top-level error type, such as ``prompt_outputs_failed_validation``."""
         return self.body["error"]["type"]
 
     @property
@@ -224,7 +224,7 @@ class _Validation:
         self.deps: dict[str, list[str]] = {}
 
     def run(self) -> None:
-        self._check_nodes_exist()
+        self._index_nodes()
         outputs = [node_id for node_id, spec in self.node_classes.items() if spec.output_node]
         if not outputs:
             raise PromptValidationError(_prompt_error(
@@ -241,7 +241,8 @@ class _Validation:
         if problems:
             raise PromptValidationError(self._failure_body(problems, outputs))
 
-    def _check_nodes_exist(self) -> None:
+    def _index_nodes(self) -> None:
+        """Find every node's class (refusing the prompt on an unknown one) and its links."""
         if not isinstance(self.prompt, Mapping):
             raise PromptValidationError(_prompt_error(
                 "invalid_prompt", "The prompt must be an object mapping node ids to nodes.",
@@ -529,6 +530,6 @@ def _without_input_prefix(details: str, input_name: str | None) -> str:
     return details
 
 
-__all__: Sequence[str] = (
+__all__ = (
     "ClassSpec", "CompiledCatalog", "InputSpec", "PromptValidationError", "compile_catalog",
     "validate_prompt")
