@@ -40,6 +40,9 @@ class LeaseLost(Exception):
 class RunLease:
     """The lease of one run, held by this worker while it executes the run.
 
+    The lease is taken atomically with the run's claim (``RunStore.claim``, with :attr:`token`);
+    this object keeps it alive and gives it back.
+
     :param client: redis client (``decode_responses=True``).
     :param run_id: the run.
     :param worker_name: written into the token, so ``redis-cli GET`` shows who holds it.
@@ -58,10 +61,6 @@ class RunLease:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def acquire(self) -> bool:
-        """Take the lease; False when another worker holds a live one."""
-        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     def start_heartbeat(self) -> None:
         """Renew the lease every third of its TTL until :meth:`release`."""

@@ -157,8 +157,10 @@ class Client:
                     raise WaitTimeout(f"run {run_id} is still {status.value} after {timeout} s")
                 message = pubsub.get_message(timeout=min(remaining, 1.0))
                 # Each change announces the new status ('' when only fields changed).
-                if message is None or message["data"] in FINAL_STATUS_VALUES:
+                if message is None:
                     status = self.store.status(run_id)
+                elif message["data"] in FINAL_STATUS_VALUES:
+                    break
             return self.get_run(run_id)
         finally:
             pubsub.close()

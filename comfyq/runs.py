@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -20,38 +21,68 @@ from comfyq import keys
 from comfyq.errors import RunNotFound
 from comfyq.models import FINAL_RANK, STATUS_RANK, RunStatus
 
-#: Applies a status change and/or field updates if the run is not final and the change moves
-#: forward, and keeps the active/queued indexes in step with the status.
-#: KEYS: record, updates channel, lease, active index, queued index.
-#: ARGV: new status ('' = keep), its rank, mode ('force' allows moving back to an earlier
-#: non-final status, for re-queueing), lease token ('' = unfenced; else the write applies only
-#: while that token holds the lease), seconds to keep a final record, now, field/value pairs.
-#: Returns the status the run had before, or false when nothing was applied.
-_TRANSITION_LUA = f"""
+#: Shared by the scripts below: apply a status change (and the field/value pairs in ARGV from
+#: ``first_field`` on) to a run whose current rank is ``rank``, keeping the active/queued indexes
+#: in step with the status and announcing the change. Only forward moves apply, unless ``mode`` is
+#: 'force' (re-queueing). KEYS: record, updates channel, lease, active index, queued index.
+_MOVE_LUA = f"""
+local function move(rank, new_status, new_rank, mode, run_id, moment, retention, first_field)
+  if new_status ~= '' then
+    if new_rank <= rank and mode ~= 'force' then return false end
+    redis.call('HSET', KEYS[1], 'status', new_status, 'rank', new_rank)
+    if new_rank >= {FINAL_RANK} then
+      redis.call('ZREM', KEYS[4], run_id)
+      redis.call('ZREM', KEYS[5], run_id)
+      redis.call('EXPIRE', KEYS[1], retention)
+    elseif new_rank == {STATUS_RANK[RunStatus.QUEUED]} then
+      redis.call('ZREM', KEYS[4], run_id)
+      redis.call('ZADD', KEYS[5], moment, run_id)
+    elseif new_rank >= {STATUS_RANK[RunStatus.STARTED]} then
+      redis.call('ZREM', KEYS[5], run_id)
+      redis.call('ZADD', KEYS[4], moment, run_id)
+    end
+  end
+  if #ARGV >= first_field then redis.call('HSET', KEYS[1], unpack(ARGV, first_field)) end
+  redis.call('PUBLISH', KEYS[2], new_status)
+  return true
+end
+"""
+
+#: A status change and/or field update of a run that is not final.
+#: ARGV: new status ('' = keep), its rank, mode, lease token ('' = unfenced; else the write
+#: applies only while that token holds the lease), seconds to keep a final record, now, run id,
+#: then field/value pairs. Returns the status the run had before, or false when not applied.
+_TRANSITION_LUA = _MOVE_LUA + f"""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 local rank = tonumber(redis.call('HGET', KEYS[1], 'rank'))
 if rank >= {FINAL_RANK} then return false end
-local new_status, new_rank, mode, fence = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local fence = ARGV[4]
 if fence ~= '' and redis.call('GET', KEYS[3]) ~= fence then return false end
-if new_status ~= '' then
-  if new_rank <= rank and mode ~= 'force' then return false end
-  redis.call('HSET', KEYS[1], 'status', new_status, 'rank', new_rank)
-  if new_rank >= {FINAL_RANK} then
-    redis.call('ZREM', KEYS[4], ARGV[7])
-    redis.call('ZREM', KEYS[5], ARGV[7])
-    redis.call('EXPIRE', KEYS[1], ARGV[5])
-  elseif new_rank == {STATUS_RANK[RunStatus.QUEUED]} then
-    redis.call('ZREM', KEYS[4], ARGV[7])
-    redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7])
-  elseif new_rank >= {STATUS_RANK[RunStatus.STARTED]} then
-    redis.call('ZREM', KEYS[5], ARGV[7])
-    redis.call('ZADD', KEYS[4], ARGV[6], ARGV[7])
-  end
+if move(rank, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[7], ARGV[6], ARGV[5], 8) then
+  return status
 end
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
-redis.call('PUBLISH', KEYS[2], new_status)
-return status
+return false
+"""
+
+#: A worker's claim of a run, in one round trip: read the fields it needs, and unless the run is
+#: final, cancelled or leased by another worker, take its lease, count the attempt and move it to
+#: 'started'. KEYS: as above, plus the cancel flag. ARGV: lease token, lease TTL (ms), seconds to
+#: keep a final record, now, run id, number of field names, the names, then the field/value
+#: pairs to set. Returns {outcome, status, attempts, values...}; outcome is one of 'missing',
+#: 'final', 'cancel', 'leased', 'claimed'.
+_CLAIM_LUA = _MOVE_LUA + f"""
+local count = tonumber(ARGV[6])
+local values = redis.call('HMGET', KEYS[1], 'status', 'rank', 'attempts', unpack(ARGV, 7, 6 + count))
+local status, rank = values[1], tonumber(values[2])
+if not status then return {{'missing'}} end
+if rank >= {FINAL_RANK} then return {{'final', status}} end
+if redis.call('EXISTS', KEYS[6]) == 1 then return {{'cancel', status}} end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {{'leased', status}} end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+move(rank, '{RunStatus.STARTED.value}', {STATUS_RANK[RunStatus.STARTED]}, '', ARGV[5], ARGV[4], ARGV[3], 7 + count)
+values[3] = attempts
+return {{'claimed', unpack(values)}}
 """
 
 
@@ -87,6 +118,23 @@ def _decoded(run_id: str, names: list[str], values: list[str | None]) -> dict[st
     return record
 
 
+def _script_keys(run_id: str) -> list[str]:
+    return [keys.run(run_id), keys.run_updates(run_id), keys.run_lease(run_id),
+            keys.ACTIVE_RUNS, keys.QUEUED_RUNS]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker's claim of a run found: ``outcome`` and the record's fields it read."""
+
+    outcome: str
+    record: dict[str, Any]
+
+    @property
+    def claimed(self) -> bool:
+        return self.outcome == "claimed"
+
+
 class RunStore:
     """Reads and writes run records.
 
@@ -97,6 +145,7 @@ class RunStore:
         self.client = client
         self.retention_seconds = retention_seconds
         self._transition = client.register_script(_TRANSITION_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
 
     def create(self, run_id: str, status: RunStatus, fields: Mapping[str, Any],
                pipeline: redis.client.Pipeline | None = None) -> None:
@@ -140,11 +189,29 @@ class RunStore:
             run_id,
             *encode_fields({"updated_at": moment, **(fields or {})}),
         ]
-        previous = self._transition(
-            keys=[keys.run(run_id), keys.run_updates(run_id), keys.run_lease(run_id),
-                  keys.ACTIVE_RUNS, keys.QUEUED_RUNS],
-            args=args)
+        previous = self._transition(keys=_script_keys(run_id), args=args)
         return RunStatus(previous) if previous else None
+
+    def claim(self, run_id: str, names: Sequence[str], lease_token: str, lease_ttl: float,
+              started_fields: Mapping[str, Any]) -> Claim:
+        """A worker's claim of a run before executing it (see ``_CLAIM_LUA``), in one round trip.
+
+        On success the run is ``started``, leased to ``lease_token`` and its attempt counted,
+        and ``started_fields`` are set.
+        """
+        moment = now()
+        args = [lease_token, str(max(100, int(lease_ttl * 1000))), str(int(self.retention_seconds)),
+                repr(moment), run_id, str(len(names)), *names,
+                *encode_fields({"updated_at": moment, **started_fields})]
+        reply = self._claim(keys=[*_script_keys(run_id), keys.run_cancel(run_id)], args=args)
+        outcome = reply[0]
+        if outcome == "missing":
+            raise RunNotFound(run_id)
+        record = {"status": reply[1]}
+        if outcome == "claimed":
+            record["attempts"] = int(reply[3])
+            record.update(_decoded(run_id, list(names), [reply[1], *reply[4:]]))
+        return Claim(outcome, record)
 
     def get(self, run_id: str) -> dict[str, Any]:
         """The decoded record; raises :class:`RunNotFound` when there is none."""
@@ -157,15 +224,6 @@ class RunStore:
         """Some fields of a record (missing ones are None); raises RunNotFound if no record."""
         names = list(names)
         return _decoded(run_id, names, self.client.hmget(keys.run(run_id), ["status", *names]))
-
-    def load_for_execution(self, run_id: str, names: Iterable[str]) -> tuple[dict[str, Any], bool]:
-        """Some fields of a record and whether a cancel was requested, in one round trip."""
-        names = list(names)
-        pipeline = self.client.pipeline(transaction=False)
-        pipeline.hmget(keys.run(run_id), ["status", *names])
-        pipeline.exists(keys.run_cancel(run_id))
-        values, cancelled = pipeline.execute()
-        return _decoded(run_id, names, values), bool(cancelled)
 
     def status(self, run_id: str) -> RunStatus:
         value = self.client.hget(keys.run(run_id), "status")

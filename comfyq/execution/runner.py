@@ -91,44 +91,42 @@ class RunRunner:
 
         Returns the run's status when this worker is done with it.
         """
-        record, cancel_requested = self.store.load_for_execution(run_id, RUN_FIELDS)
-        status = RunStatus(record["status"])
-        if status.is_final:
+        ttl = self.settings.lease_ttl_seconds
+        lease = RunLease(self.store.client, run_id, self.worker.name, ttl)
+        started = now()
+        claim = self.store.claim(run_id, RUN_FIELDS, lease.token, ttl, {
+            "started_at": started, "worker": self.worker.name, "live_status": "Started"})
+        status = RunStatus(claim.record["status"])
+        if claim.outcome == "final":
             logger.info("run %s is already %s; not executing it again", run_id, status.value)
             return status
-        if cancel_requested:
+        if claim.outcome == "cancel":
+            record = self.store.get_fields(run_id, ("webhook", "webhook_intermediate_status"))
             return self._finish(run_id, record, None, RunStatus.CANCELLED,
                                 live_status="Cancelled before it started")
-        lease = RunLease(self.store.client, run_id, self.worker.name,
-                         self.settings.lease_ttl_seconds)
-        if not lease.acquire():
+        if claim.outcome == "leased":
             logger.warning("run %s is executing under another worker's live lease; dropping "
                            "this delivery", run_id)
             return status
         lease.start_heartbeat()
         try:
-            return self._run_leased(run_id, record, lease)
+            return self._run_claimed(run_id, claim.record, lease, started)
         except LeaseLost:
             logger.error("run %s: lease lost mid-run; leaving the run to its new worker", run_id)
             return self.store.status(run_id)
         finally:
             lease.release()
 
-    def _run_leased(self, run_id: str, record: dict[str, Any], lease: RunLease) -> RunStatus:
-        attempts = (record.get("attempts") or 0) + 1
+    def _run_claimed(self, run_id: str, record: dict[str, Any], lease: RunLease,
+                     started: float) -> RunStatus:
+        attempts = record["attempts"]
         if attempts > self.settings.max_attempts:
             return self._finish(run_id, record, lease.token, RunStatus.FAILED,
-                                live_status="Failed: workers kept dying", attempts=attempts - 1,
+                                live_status="Failed: workers kept dying",
                                 error=worker_lost_error(attempts - 1))
-        started = now()
         limit = record.get("max_run_seconds") or self.settings.max_run_seconds
-        if self.store.move(run_id, RunStatus.STARTED, {
-            "started_at": started, "worker": self.worker.name, "attempts": attempts,
-            "live_status": "Started",
-        }, lease_token=lease.token) is None:
-            return self.store.status(run_id)
         active = ActiveRun(run_id, record, lease, started + limit)
-        self._announce(active.record, run_id, final=False)
+        self._announce(record, run_id, final=False)
         return self._execute(active)
 
     def _execute(self, active: ActiveRun) -> RunStatus:
