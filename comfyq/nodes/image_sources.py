@@ -14,10 +14,12 @@ import binascii
 import io
 import time
 import zipfile
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
 import requests
+from urllib3 import exceptions as urllib3_errors
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Largest image (encoded bytes) accepted from one URL or data URI.
@@ -100,21 +102,42 @@ def _download(url: str, limit: int) -> bytes:
     except requests.RequestException as error:
         # A stalled body surfaces as a ConnectionError wrapping urllib3's read timeout.
         if isinstance(error, requests.Timeout) or "timed out" in str(error).lower():
-            raise ImageSourceError(
-                f"{describe(url)}: no answer within {timeout:g} s (FETCH_TIMEOUT_S)") from None
+            raise _too_slow(url) from None
         raise ImageSourceError(f"{describe(url)}: download failed: {error}") from None
+
+
+def _too_slow(url: str) -> ImageSourceError:
+    return ImageSourceError(
+        f"{describe(url)}: not downloaded within {FETCH_TIMEOUT_S:g} s (FETCH_TIMEOUT_S)")
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: each piece after at most one wait for the network.
+
+    ``iter_content`` fills whole chunks, so a body trickling in byte by byte would never give
+    the deadline check a turn; urllib3's ``read1`` returns what one read brought.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:
+        yield from response.iter_content(_CHUNK_BYTES)
+        return
+    while chunk := read1(_CHUNK_BYTES, decode_content=True):
+        yield chunk
 
 
 def _read_body(url: str, response: requests.Response, limit: int, deadline: float) -> bytes:
     body = bytearray()
-    for chunk in response.iter_content(_CHUNK_BYTES):
-        body += chunk
-        if len(body) > limit:
-            raise ImageSourceError(f"{describe(url)}: over the limit of {limit} bytes")
-        if time.monotonic() > deadline:
-            raise ImageSourceError(
-                f"{describe(url)}: not downloaded within {FETCH_TIMEOUT_S:g} s "
-                f"(FETCH_TIMEOUT_S)")
+    try:
+        for chunk in _chunks(response):
+            body += chunk
+            if len(body) > limit:
+                raise ImageSourceError(f"{describe(url)}: over the limit of {limit} bytes")
+            if time.monotonic() > deadline:
+                raise _too_slow(url)
+    except urllib3_errors.TimeoutError:
+        raise _too_slow(url) from None
+    except urllib3_errors.HTTPError as error:
+        raise ImageSourceError(f"{describe(url)}: download failed: {error}") from None
     return bytes(body)
 
 

@@ -147,15 +147,23 @@ _TAPS: dict[str, Callable[[int, int], Taps]] = {
 
 
 def _lanczos(images: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pillow's Lanczos on 8-bit pixels, channel by channel, as ComfyUI does (it quantises)."""
+    """Pillow's Lanczos on 8-bit pixels, as ComfyUI does (so the result is quantised).
+
+    RGB and RGBA images are resized whole (Pillow premultiplies alpha for RGBA); images with
+    other channel counts, which ComfyUI cannot resize this way, channel by channel.
+    """
     quantised = to_uint8(images)
     batch, _, _, channels = images.shape
     result = np.empty((batch, height, width, channels), dtype=np.float32)
     for b in range(batch):
-        for c in range(channels):
-            band = Image.fromarray(np.ascontiguousarray(quantised[b, :, :, c]), mode="L")
-            resized = band.resize((width, height), resample=Image.Resampling.LANCZOS)
-            result[b, :, :, c] = np.asarray(resized, dtype=np.float32) / np.float32(255)
+        if channels in (3, 4):
+            planes = [np.ascontiguousarray(quantised[b])]
+        else:
+            planes = [np.ascontiguousarray(quantised[b, :, :, c]) for c in range(channels)]
+        resized = [np.asarray(Image.fromarray(plane).resize(
+            (width, height), resample=Image.Resampling.LANCZOS)) for plane in planes]
+        stacked = resized[0] if channels in (3, 4) else np.stack(resized, axis=-1)
+        result[b] = stacked.astype(np.float32) / np.float32(255)
     return result
 
 
