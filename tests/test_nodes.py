@@ -12,7 +12,10 @@ import importlib.util
 import io
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -33,7 +36,15 @@ from comfyq.nodes.files import UnsafeFilenamePrefix
 
 DATA = Path(__file__).parent / "data" / "nodes"
 REFERENCE = DATA / "comfyui_reference"
-CATALOG_FILE = Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json")
+#: ComfyUI 0.3.64's real /object_info, in the shared/ folder beside the checkout.
+CATALOG_FILE = next(
+    (path for path in (
+        Path(__file__).resolve().parents[2] / "shared" / "reference" / "data"
+        / "comfyui-0.3.64-object_info.json",
+        Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json"),
+    ) if path.is_file()),
+    Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json"),
+)
 COMFYUI_NODES = [
     "EmptyImage", "ImageInvert", "ImageScale", "ImageScaleBy", "ImageBlur", "ImageCrop",
     "ImageFlip", "ImageRotate", "ImageBlend", "SolidMask", "MaskToImage", "ImageToMask",
@@ -733,6 +744,32 @@ def test_torch_probe_is_registered_only_where_torch_imports() -> None:
     assert ("ComfyqTorchDeviceProbe" in NODE_CLASS_MAPPINGS) == TORCH_IMPORTS
 
 
+def run_python(code: str, extra_path: Path | None = None) -> str:
+    """Run ``code`` in a fresh interpreter with this checkout (and ``extra_path``) importable."""
+    paths = [str(path) for path in (extra_path, Path(__file__).resolve().parents[1]) if path]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return subprocess.run([sys.executable, "-c", code], env=environment, check=True,
+                          capture_output=True, text=True, timeout=120).stdout
+
+
+def test_a_broken_torch_install_leaves_the_probe_out(tmp_path: Path) -> None:
+    broken = tmp_path / "torch"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise OSError('libcudart.so.12: cannot open')\n")
+    printed = run_python("import comfyq.nodes as nodes; "
+                         "print('ComfyqTorchDeviceProbe' in nodes.NODE_CLASS_MAPPINGS, "
+                         "'SaveImage' in nodes.NODE_CLASS_MAPPINGS)", extra_path=tmp_path)
+    assert printed.split() == ["False", "True"]
+
+
+@pytest.mark.skipif(not TORCH_IMPORTS, reason="torch is not installed here")
+def test_importing_the_nodes_initialises_no_cuda() -> None:
+    printed = run_python("import comfyq.nodes as nodes, torch; "
+                         "print('ComfyqTorchDeviceProbe' in nodes.NODE_CLASS_MAPPINGS, "
+                         "torch.cuda.is_initialized())")
+    assert printed.split() == ["True", "False"]
+
+
 @pytest.mark.skipif(not TORCH_IMPORTS, reason="torch is not installed here")
 def test_torch_probe_reports_device_and_checksum(run: RunContext) -> None:
     result = node("ComfyqTorchDeviceProbe")()
@@ -785,3 +822,28 @@ def test_nodes_reproduce_comfyui_reference_pngs(name: str, tmp_path: Path) -> No
         assert mine.shape == expected.shape
         # 8-bit truncation of float results that differ in the last bits can differ by 1.
         assert np.abs(mine - expected).max() <= 1, f"{name}: pixels differ from ComfyUI's"
+
+
+# ------------------------------------------------------------------- whole graphs, in process
+
+
+def test_comfydeploy_graph_runs_with_request_inputs_in_process(tmp_path: Path) -> None:
+    from comfyq.execution.inprocess import InProcessBackend
+
+    graph = {
+        "1": external("ComfyUIDeployExternalNumberInt", input_id="width", default_value=3),
+        "2": external("ComfyUIDeployExternalText", input_id="name", default_value="plain"),
+        "3": external("EmptyImage", width=["1", 0], height=2, batch_size=1, color=0x0000FF),
+        "4": external("ComfyDeployOutputImage", images=["3", 0], filename_prefix=["2", 0],
+                      file_type="png", quality=80, output_id="picture"),
+        "5": external("ComfyDeployOutputText", text=["2", 0], filename_prefix="caption",
+                      file_type="txt"),
+    }
+    context = RunContext(run_id="run-9", output_dir=tmp_path / "run-9", temp_dir=tmp_path / "t")
+    outputs = InProcessBackend(NODE_CLASS_MAPPINGS).execute(
+        graph, {"width": 5, "name": "blue"}, context, lambda *_: None)
+    assert outputs["4"]["images"] == [{"filename": "blue_00001_.png", "subfolder": "run-9",
+                                       "type": "output", "output_id": "picture"}]
+    assert read_png(context.output_dir / "blue_00001_.png").shape == (2, 5, 3)
+    assert outputs["5"]["text"] == ["blue"]
+    assert (context.output_dir / "caption_00001_.txt").read_text() == "blue"

@@ -17,9 +17,22 @@ MATRIX_SIZE = 256
 
 
 def device_name(torch: Any, device: Any) -> str:
-    """A human name of ``device``: the GPU's marketing name, or the CPU's."""
+    """A human name of ``device``: the GPU's marketing name, or the CPU's model."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine() or "CPU"
 
 
