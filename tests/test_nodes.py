@@ -810,7 +810,8 @@ def test_nodes_reproduce_comfyui_reference_pngs(name: str, tmp_path: Path) -> No
     records = [image for ui in outputs.values() for image in ui["images"]]
     comfyui_records = entry["comfyui_records"]
     assert len(records) == len(comfyui_records)
-    for record, theirs, reference in zip(records, comfyui_records, entry["references"]):
+    for record, theirs, reference in zip(records, comfyui_records, entry["references"],
+                                          strict=True):
         assert record["type"] == theirs["type"]
         if theirs["type"] == "output":
             assert record["filename"] == theirs["filename"]

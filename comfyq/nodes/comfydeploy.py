@@ -525,7 +525,7 @@ VALUE_FIELDS: dict[str, str] = {
 }
 
 
-def apply_inputs(graph: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
+def apply_inputs(graph: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> dict[str, Any]:
     """A copy of ``graph`` with each run input put into the nodes whose ``input_id`` names it.
 
     ``input_id`` takes the value (ComfyDeploy's convention) and, for the classes in
@@ -535,6 +535,7 @@ def apply_inputs(graph: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[st
     :raises ExternalInputError: a value does not fit its node (e.g. text for a number input, a
         number outside a slider's range, an image that is not a URL).
     """
+    inputs = inputs or {}
     prepared = copy.deepcopy(dict(graph))
     for node_id, node in prepared.items():
         node_inputs = node.get("inputs") if isinstance(node, dict) else None

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import requests
-from urllib3 import exceptions as urllib3_errors
 from PIL import Image, ImageOps, UnidentifiedImageError
+from urllib3 import exceptions as urllib3_errors
 
 #: Largest image (encoded bytes) accepted from one URL or data URI.
 MAX_IMAGE_BYTES = 32 * 1024 * 1024

@@ -129,10 +129,10 @@ def _area_taps(in_size: int, out_size: int) -> Taps:
     """torch's adaptive average pooling: output i averages [floor(i*in/out), ceil((i+1)*in/out))."""
     starts = [(i * in_size) // out_size for i in range(out_size)]
     ends = [-((-(i + 1) * in_size) // out_size) for i in range(out_size)]
-    width = max(end - start for start, end in zip(starts, ends))
+    width = max(end - start for start, end in zip(starts, ends, strict=True))
     indices = np.zeros((out_size, width), dtype=np.int64)
     weights = np.zeros((out_size, width), dtype=np.float32)
-    for i, (start, end) in enumerate(zip(starts, ends)):
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         indices[i, :end - start] = np.arange(start, end)
         weights[i, :end - start] = np.float32(1) / np.float32(end - start)
     return indices, weights
