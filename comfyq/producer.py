@@ -17,7 +17,7 @@ import redis
 from celery import Celery
 
 from comfyq import keys
-from comfyq.errors import ComfyqError, WaitTimeout
+from comfyq.errors import ComfyqError, FieldProblem, InvalidRunRequest, WaitTimeout
 from comfyq.notifications import Announcer
 from comfyq.models import (
     FINAL_STATUSES,
@@ -78,10 +78,13 @@ class Client:
 
     # -- submitting ----------------------------------------------------------------------------
 
-    def submit(self, request: WorkflowRunRequest | dict[str, Any] | str | bytes) -> str:
+    def submit(self, request: WorkflowRunRequest | dict[str, Any] | str | bytes,
+               idempotency_key: str | None = None) -> str:
         """Validate, record and enqueue a run; returns its run id.
 
         :param request: a :class:`WorkflowRunRequest`, or the same as a dict or JSON text.
+        :param idempotency_key: submitting again with the same key (within the retention
+            period) returns the first run's id and queues nothing new.
         :raises InvalidRunRequest: the request is malformed (every problem, with its field).
         :raises UnknownGpuType: no configured queue serves the GPU type it needs.
         :raises SubmitFailed: the broker could not be reached; nothing was recorded.
@@ -89,6 +92,10 @@ class Client:
         request = parse_run_request(request)
         gpu_type = resolve_gpu(request, self.settings)
         run_id = str(uuid.uuid4())
+        if idempotency_key is not None:
+            first = self._claim_idempotency_key(idempotency_key, run_id)
+            if first is not None:
+                return first
         pipeline = self.redis.pipeline(transaction=True)
         self.store.create(run_id, RunStatus.QUEUED, self._initial_fields(run_id, request, gpu_type),
                           pipeline)
@@ -97,8 +104,19 @@ class Client:
             self._publish(run_id, gpu_type)
         except Exception as error:
             self.store.delete(run_id)
+            if idempotency_key is not None:
+                self.redis.delete(keys.idempotency(idempotency_key))
             raise SubmitFailed(f"could not enqueue run on {gpu_queue(gpu_type)}: {error}") from error
         return run_id
+
+    def _claim_idempotency_key(self, key: str, run_id: str) -> str | None:
+        """None when ``key`` is new (now bound to ``run_id``), else the run it is bound to."""
+        if not key or len(key) > 255:
+            raise InvalidRunRequest([FieldProblem("idempotency_key", "must be 1 to 255 characters")])
+        idem_key = keys.idempotency(key)
+        if self.redis.set(idem_key, run_id, nx=True, ex=int(self.settings.run_retention_seconds)):
+            return None
+        return self.redis.get(idem_key)
 
     def _initial_fields(self, run_id: str, request: WorkflowRunRequest, gpu_type: str) -> dict:
         created = now()
@@ -124,14 +142,7 @@ class Client:
         }
 
     def _publish(self, run_id: str, gpu_type: str) -> None:
-        self.celery_app.send_task(
-            EXECUTE_RUN_TASK,
-            args=[run_id],
-            task_id=run_id,
-            queue=gpu_queue(gpu_type),
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
+        publish_run(self.celery_app, run_id, gpu_type)
 
     # -- following ------------------------------------------------------------------------------
 
@@ -182,6 +193,22 @@ class Client:
                 return CancelResult(run_id, True, RunStatus.CANCELLED, "cancelled before it started")
         return CancelResult(run_id, True, self.store.status(run_id),
                             "cancel requested; the worker stops the run at its next node")
+
+
+def publish_run(celery_app: Celery, run_id: str, gpu_type: str) -> None:
+    """Put run ``run_id`` on its GPU type's queue (again, when the reaper re-queues it).
+
+    The task id is the run id, so Flower shows runs by their id; a duplicate message is
+    harmless, since a worker claims a run only once at a time and never after it is final.
+    """
+    celery_app.send_task(
+        EXECUTE_RUN_TASK,
+        args=[run_id],
+        task_id=run_id,
+        queue=gpu_queue(gpu_type),
+        retry=True,
+        retry_policy=PUBLISH_RETRY_POLICY,
+    )
 
 
 def _datetime(value: float | None) -> datetime | None:

@@ -28,7 +28,7 @@ from comfyq.models import FINAL_RANK, STATUS_RANK, RunStatus
 _MOVE_LUA = f"""
 local function move(rank, new_status, new_rank, mode, run_id, moment, retention, first_field)
   if new_status ~= '' then
-    if new_rank <= rank and mode ~= 'force' then return false end
+    if new_rank <= rank and not string.find(mode, 'force', 1, true) then return false end
     redis.call('HSET', KEYS[1], 'status', new_status, 'rank', new_rank)
     if new_rank >= {FINAL_RANK} then
       redis.call('ZREM', KEYS[4], run_id)
@@ -49,12 +49,17 @@ end
 """
 
 #: A status change and/or field update of a run that is not final.
-#: ARGV: new status ('' = keep), its rank, mode, lease token ('' = unfenced; else the write
+#: ARGV: new status ('' = keep), its rank, mode ('force' and/or 'from=<status>,<status>': apply
+#: only while the run has one of those statuses), lease token ('' = unfenced; else the write
 #: applies only while that token holds the lease), seconds to keep a final record, now, run id,
 #: then field/value pairs. Returns the status the run had before, or false when not applied.
 _TRANSITION_LUA = _MOVE_LUA + f"""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
+local only_from = string.match(ARGV[3], 'from=([%w%-,]+)')
+if only_from and not string.find(',' .. only_from .. ',', ',' .. status .. ',', 1, true) then
+  return false
+end
 local rank = tonumber(redis.call('HGET', KEYS[1], 'rank'))
 if rank >= {FINAL_RANK} then return false end
 local fence = ARGV[4]
@@ -170,19 +175,24 @@ class RunStore:
         pipeline.execute()
 
     def move(self, run_id: str, status: RunStatus | None, fields: Mapping[str, Any] | None = None,
-             *, force: bool = False, lease_token: str | None = None) -> RunStatus | None:
+             *, force: bool = False, lease_token: str | None = None,
+             only_from: Iterable[RunStatus] = ()) -> RunStatus | None:
         """Move a run to ``status`` (None: keep it) and set ``fields``, if that moves it forward.
 
         ``updated_at`` is set on every applied change; a final status starts the retention clock.
         Returns the status the run had before, or None when the change was refused (run
         missing, final, not a forward move, or ``lease_token`` no longer holds the lease).
-        ``force`` allows a move back to an earlier non-final status, for re-queueing.
+        ``force`` allows a move back to an earlier non-final status, for re-queueing;
+        ``only_from`` applies the change only while the run has one of those statuses.
         """
+        mode = ";".join(filter(None, [
+            "force" if force else "",
+            "from=" + ",".join(s.value for s in only_from) if only_from else ""]))
         moment = now()
         args = [
             status.value if status else "",
             str(status.rank if status else 0),
-            "force" if force else "",
+            mode,
             lease_token or "",
             str(int(self.retention_seconds)),
             repr(moment),

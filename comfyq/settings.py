@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3, ge=1, description="Executions a run gets when its workers die, before it fails."
     )
+    maintenance_interval_seconds: float = Field(
+        5.0, gt=0, description="How often beat runs the reaper (dead workers, timeouts)."
+    )
+    broker_visibility_timeout_seconds: float | None = Field(
+        None, gt=0, description="Override of the broker visibility timeout (default: the longest "
+        "run limit + visibility_margin_seconds). Leases keep runs single even when it is shorter."
+    )
     lost_message_seconds: float = Field(
         60.0, gt=0, description="A queued run whose message is missing this long is re-published."
     )
@@ -129,6 +136,8 @@ class Settings(BaseSettings):
 
     @property
     def visibility_timeout_seconds(self) -> float:
+        if self.broker_visibility_timeout_seconds is not None:
+            return self.broker_visibility_timeout_seconds
         return self.longest_run_seconds + self.visibility_margin_seconds
 
     def run_time_limit(self, gpu_type: str, machine_id: str | None) -> float:

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from comfyq.routing import MAINTENANCE_QUEUE
+from comfyq.settings import Settings
 
 #: Seconds between two scans of the webhook outbox for deliveries that are due.
 WEBHOOK_DISPATCH_INTERVAL_SECONDS = 1.0
+#: Seconds between two sweeps for expired records, stale index entries and old output files.
+RETENTION_INTERVAL_SECONDS = 300.0
 
-BEAT_SCHEDULE = {
-    "dispatch-due-webhooks": {
-        "task": "comfyq.dispatch_due_webhooks",
-        "schedule": WEBHOOK_DISPATCH_INTERVAL_SECONDS,
-        # A tick that waited longer than a few intervals is stale: the next one does its work.
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": WEBHOOK_DISPATCH_INTERVAL_SECONDS * 5},
-    },
-}
+
+def _every(task: str, seconds: float) -> dict:
+    # A tick that waited longer than a few intervals is stale: the next one does its work.
+    return {"task": task, "schedule": seconds,
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": max(seconds * 5, 5.0)}}
+
+
+def beat_schedule(settings: Settings) -> dict:
+    """The maintenance beat runs, with intervals from ``settings``."""
+    return {
+        "dispatch-due-webhooks": _every("comfyq.dispatch_due_webhooks",
+                                        WEBHOOK_DISPATCH_INTERVAL_SECONDS),
+        "reap-runs": _every("comfyq.reap_runs", settings.maintenance_interval_seconds),
+        "recover-lost-messages": _every("comfyq.recover_lost_messages",
+                                        max(settings.lost_message_seconds / 2, 1.0)),
+        "expire-old-runs": _every("comfyq.expire_old_runs", RETENTION_INTERVAL_SECONDS),
+    }

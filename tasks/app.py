@@ -10,7 +10,7 @@ from celery import Celery
 from kombu import Queue
 
 from comfyq.routing import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
-from comfyq.scheduler.schedule import BEAT_SCHEDULE
+from comfyq.scheduler.schedule import beat_schedule
 from comfyq.settings import Settings, get_settings
 
 TASK_MODULES = [
@@ -58,7 +58,7 @@ def celery_config(settings: Settings) -> dict:
         "task_serializer": "json",
         "accept_content": ["json"],
         # The maintenance beat runs (webhook retries due, reaping, expiry); see scheduler/.
-        "beat_schedule": BEAT_SCHEDULE,
+        "beat_schedule": beat_schedule(settings),
         # Leave the application's logging alone; comfyq only adds its own loggers.
         "worker_hijack_root_logger": False,
         # Fail a publish to an unreachable broker within seconds, not minutes.

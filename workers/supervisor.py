@@ -87,8 +87,10 @@ def beat_spec(schedule_path: str, loglevel: str) -> ChildSpec:
     return ChildSpec("beat", argv, {"CUDA_VISIBLE_DEVICES": ""})
 
 
-def _die_with_parent() -> None:
-    # If the supervisor is killed outright, its workers must not live on unsupervised.
+def _child_setup() -> None:
+    # Each child leads its own process group, so stopping it also stops the pool processes it
+    # forked; and if the supervisor is killed outright, its children must not live on.
+    os.setpgrp()
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
@@ -117,7 +119,7 @@ class Supervisor:
     def _spawn(self, spec: ChildSpec) -> None:
         env = {**os.environ, **spec.env}
         self.processes[spec.name] = subprocess.Popen(spec.argv, env=env,
-                                                     preexec_fn=_die_with_parent)
+                                                     preexec_fn=_child_setup)
         self._started_at[spec.name] = time.monotonic()
         logger.info("started %s (pid %d)", spec.name, self.processes[spec.name].pid)
 
@@ -156,9 +158,18 @@ class Supervisor:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop within %.0f s; killing it", name, self.grace_seconds)
-                process.kill()
+                logger.warning("%s did not stop within %.0f s; killing it and its pool; its run "
+                               "goes back to the queue once its lease expires", name,
+                               self.grace_seconds)
+                _kill_group(process)
                 process.wait()
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def default_host() -> str:
