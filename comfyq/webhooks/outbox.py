@@ -29,6 +29,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -310,6 +311,24 @@ def enqueue_due(client: redis.Redis, now: float, send: Callable[[str], Any], *,
         total += _hand_off(client, claimed, send, now)
         if len(claimed) + len(lost) < CLAIM_BATCH:
             return total
+
+
+def deliver_due(client: redis.Redis, now: float | None = None, *,
+                settings: WebhookSettings | None = None) -> list[DeliveryOutcome]:
+    """Deliver every due attempt here, one after another, following each run's next event.
+
+    The whole outbox in one process without Celery: for tests, benchmarks and one-process
+    setups. Call it periodically; returns the outcome of each attempt made.
+    """
+    handed: deque[str] = deque()
+    enqueue_due(client, time.time() if now is None else now, handed.append, settings=settings)
+    outcomes = []
+    while handed:
+        outcome = deliver_event(client, handed.popleft(), settings=settings)
+        outcomes.append(outcome)
+        if outcome.next_event_id:
+            handed.append(outcome.next_event_id)
+    return outcomes
 
 
 def redeliver(client: redis.Redis, run_id: str, now: float | None = None, *,

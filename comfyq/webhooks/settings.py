@@ -68,7 +68,9 @@ def secret_key_bytes(secret: str) -> bytes:
 class WebhookSettings(BaseSettings):
     """How webhooks are signed, retried and guarded; see the module docstring's table."""
 
-    model_config = SettingsConfigDict(env_prefix="COMFYQ_", extra="ignore")
+    # Errors never echo the input: it may be a secret.
+    model_config = SettingsConfigDict(env_prefix="COMFYQ_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     webhook_secrets: SecretList = Field(default_factory=list)
     webhook_schedule: FloatList = Field(default_factory=lambda: list(DEFAULT_SCHEDULE))

@@ -147,6 +147,20 @@ def classify(status_code: int) -> Outcome:
     return Outcome.RETRY
 
 
+def _connection_failure(error: requests.ConnectionError) -> str:
+    """The root cause of a connection error, without the URL (its query may hold a token)."""
+    cause: BaseException = error
+    while True:
+        inner = getattr(cause, "reason", None)
+        if inner is None and cause.args and isinstance(cause.args[0], BaseException):
+            inner = cause.args[0]
+        if not isinstance(inner, BaseException) or inner is cause:
+            break
+        cause = inner
+    # urllib3 prefixes the connection's repr: "HTTPConnection(host=..., port=...): <what>".
+    return f"connection failed: {str(cause).split('): ', 1)[-1]}"
+
+
 def _failure_text(response: requests.Response, excerpt: bytes) -> str:
     if 300 <= response.status_code < 400:
         target = response.headers.get("Location")
@@ -173,9 +187,10 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
     except requests.Timeout:
         return AttemptResult(Outcome.RETRY, None, elapsed_ms(), f"timed out after {timeout:g} s")
     except requests.ConnectionError as error:
-        return AttemptResult(Outcome.RETRY, None, elapsed_ms(), f"connection failed: {error}")
+        return AttemptResult(Outcome.RETRY, None, elapsed_ms(), _connection_failure(error))
     except requests.RequestException as error:
-        return AttemptResult(Outcome.REJECTED, None, elapsed_ms(), f"request failed: {error}")
+        return AttemptResult(Outcome.REJECTED, None, elapsed_ms(),
+                             f"request failed: {type(error).__name__}")
     try:
         excerpt = _read_capped(response, max_response_bytes, started + timeout)
     except requests.RequestException:
