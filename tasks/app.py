@@ -35,7 +35,10 @@ def celery_config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         # Redis redelivers unacked messages after this; it must outlast the longest run.
         "broker_transport_options": {
-            "visibility_timeout": int(settings.visibility_timeout_seconds),
+            "visibility_timeout": max(1, int(settings.visibility_timeout_seconds)),
+            # Look for messages past their visibility timeout often enough for that timeout.
+            "unacked_restore_interval": max(1, min(10, int(settings.visibility_timeout_seconds / 4))),
+            "unacked_restore_throttle": 1,
             # Retry a publish through short Redis hiccups instead of failing the submit.
             "max_retries": 5,
         },
