@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import redis
+
 from comfyq.errors import ComfyqError
 
 #: Exit code of a command whose run did not end in success, or that was refused.
@@ -79,14 +81,14 @@ def _parse_input(pair: str) -> tuple[str, object]:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from comfyq.producer import default_client
+    from comfyq.cli_runs import cli_client
 
     request = _read_request(args.file)
     if args.gpu:
         request["gpu"] = args.gpu
     if args.input:
         request["inputs"] = {**(request.get("inputs") or {}), **dict(map(_parse_input, args.input))}
-    client = default_client()
+    client = cli_client()
     run_id = client.submit(request)
     if not args.wait:
         print(json.dumps({"run_id": run_id}) if args.json else run_id)
@@ -99,9 +101,9 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from comfyq.producer import default_client
+    from comfyq.cli_runs import cli_client
 
-    run = default_client().get_run(args.run_id)
+    run = cli_client().get_run(args.run_id)
     if args.json:
         print(run.model_dump_json(indent=2))
     else:
@@ -113,9 +115,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from comfyq.producer import default_client
+    from comfyq.cli_runs import cli_client
 
-    result = default_client().cancel(args.run_id)
+    result = cli_client().cancel(args.run_id)
     print(json.dumps(result.__dict__, default=str) if args.json else result.message)
     return 0
 
@@ -169,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugin_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    registrars = []
+    from comfyq.cli_runs import add_run_commands
+
+    registrars = [add_run_commands]
     try:
         from comfyq.webhooks.cli import add_webhook_commands
     except ImportError:
@@ -188,6 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except redis.RedisError as error:
+        from comfyq.cli_runs import redis_location
+        from comfyq.settings import get_settings
+
+        where = redis_location(get_settings().redis_url)
+        print(f"comfyq: error: Redis at {where} failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except (ComfyqError, ValueError, OSError) as error:
         first_line = str(error).strip().splitlines()
         print(f"comfyq: error: {' '.join(line.strip() for line in first_line)}", file=sys.stderr)
