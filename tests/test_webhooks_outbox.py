@@ -134,6 +134,25 @@ def test_deliveries_are_signed_with_one_id_per_event_and_a_new_timestamp_per_try
         (1, 500, 'HTTP 500: {"status":"ok"}'), (2, 200, None)]
     assert set(attempts[0]) == {"event_id", "seq", "attempt", "at", "status_code",
                                 "latency_ms", "error"}
+    record_fields = client.hgetall(keys.run(run_id))
+    assert {name: record_fields[name] for name in ("status", "progress")} == {
+        "status": "queued", "progress": "0.0"}  # the pipeline's fields are left alone
+    assert set(record_fields) == {"status", "progress", "webhook_status", "webhook_attempts"}
+
+
+def test_the_run_record_keeps_the_last_50_attempts_and_the_event_all(client, receivers) -> None:
+    settings = fast_settings(webhook_schedule=[0] * 60)
+    receiver = receivers(always(Reply(503)))
+    run_id = new_run(client, "wh-many")
+    record(client, run_id, receiver.url, "success", settings)
+
+    pump(client, settings, lambda: outstanding(client) == 0)
+
+    assert len(receiver.received) == 60
+    attempts = run_field(client, run_id, "webhook_attempts")
+    assert [a["attempt"] for a in attempts] == list(range(11, 61))
+    [dead] = list_deliveries(client, "dead")
+    assert len(dead["attempt_log"]) == 60
 
 
 def test_a_receiver_down_for_a_while_gets_everything_in_order_once_up(client, receivers) -> None:
@@ -523,6 +542,7 @@ def test_nothing_is_recorded_after_the_final_event_or_without_a_url(client) -> N
     assert record(client, "wh-final", url, "running", settings, progress=0.5) is None
     assert record_event(client, "wh-final", None, {"status": "x"}, final=False,
                         status_changed=True, settings=settings) is None
+    assert not client.exists(keys.run("wh-final"))  # no run record is ever created here
 
 
 def test_bad_bodies_are_refused_naming_the_field(client) -> None:

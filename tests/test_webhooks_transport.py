@@ -127,5 +127,6 @@ def test_the_connected_address_is_checked_even_when_the_url_was_not(receiver_for
     receiver = receiver_for(Reply(200))
     result = attempt(f"http://localhost:{receiver.port}/hook", policy=AddressPolicy())
     assert result.outcome is Outcome.REJECTED
-    assert "127.0.0.1 is a loopback address" in result.error
+    assert result.error == (f"connection to localhost:{receiver.port} refused: 127.0.0.1 is a "
+                            "loopback address (set COMFYQ_WEBHOOK_ALLOW_LOOPBACK=true to allow it)")
     assert receiver.received == []

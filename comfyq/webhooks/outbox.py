@@ -58,6 +58,8 @@ EVENT_TYPE = "run.updated"
 BODY_DEFAULTS: Mapping[str, Any] = {"live_status": None, "progress": 0.0, "outputs": []}
 #: Events claimed per script call in :func:`enqueue_due`.
 CLAIM_BATCH = 500
+#: Latest attempts kept in a run record's `webhook_attempts`.
+RUN_ATTEMPTS_KEPT = 50
 #: Delivered events listed by :func:`list_deliveries` (older ones stay only in run records).
 DELIVERED_INDEX_SIZE = 1000
 #: Run outbox keys outlive the longest retry schedule by this much.
@@ -220,7 +222,7 @@ def _settle(client: redis.Redis, event_id: str, event: Mapping[str, str], attemp
         repr(finished + settings.webhook_claim_timeout_seconds),
         int(settings.webhook_delivered_retention_seconds), DELIVERED_INDEX_SIZE,
         "" if result.status_code is None else result.status_code, result.error or "",
-        _run_keys_ttl(settings),
+        _run_keys_ttl(settings), RUN_ATTEMPTS_KEPT,
     ])
     if answer[0] == "stale":
         logger.warning("webhook %s attempt %d finished after it was presumed lost; its outcome "

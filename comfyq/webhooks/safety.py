@@ -67,11 +67,11 @@ class AddressPolicy:
                 "(set COMFYQ_WEBHOOK_ALLOW_PRIVATE=true to allow it)")
         return None
 
-    def check_address(self, address: str, url: str) -> None:
-        """Raise :class:`UnsafeWebhookURL` unless `address` may be called for `url`."""
+    def check_address(self, address: str, target: str) -> None:
+        """Raise :class:`UnsafeWebhookURL` naming `target` unless `address` may be called."""
         reason = self.refusal(ipaddress.ip_address(address.split("%", 1)[0]))
         if reason:
-            raise UnsafeWebhookURL(f"webhook URL {display_url(url)} refused: {reason}")
+            raise UnsafeWebhookURL(f"{target} refused: {reason}")
 
 
 def display_url(url: str) -> str:
@@ -129,5 +129,5 @@ def check_webhook_url(url: str, *, allow_loopback: bool, allow_private: bool) ->
     policy = AddressPolicy(allow_loopback=allow_loopback, allow_private=allow_private)
     addresses = resolve(host, port)
     for address in addresses:
-        policy.check_address(address, url)
+        policy.check_address(address, f"webhook URL {display_url(url)}")
     return addresses

@@ -143,7 +143,8 @@ return {'start', attempt, redis.call('HEXISTS', gone, f[4]), redis.call('HGETALL
 #: run dead, run attempts, run record, gone URLs.
 #: ARGV: prefix, event id, attempt, verdict (delivered|retry|rejected|exhausted|gone), now,
 #: next_at, attempt record JSON, event log JSON, interval, claim deadline, delivered TTL,
-#: delivered index size, status code ('' if none), error ('' if none), run keys TTL.
+#: delivered index size, status code ('' if none), error ('' if none), run keys TTL, how many
+#: attempts the run record keeps.
 #: Returns {webhook status word, next event id or false} or {'stale', false}.
 FINISH = _LIBRARY + r"""
 local k = {event = KEYS[1], run_state = KEYS[2], queue = KEYS[3], due = KEYS[4],
@@ -159,7 +160,7 @@ redis.call('HSET', k.event, 'log', ARGV[8], 'finished_at', ARGV[5],
 redis.call('ZREM', k.inflight, id)
 
 redis.call('RPUSH', k.attempts, ARGV[7])
-redis.call('LTRIM', k.attempts, -50, -1)
+redis.call('LTRIM', k.attempts, -tonumber(ARGV[16]), -1)
 redis.call('EXPIRE', k.attempts, tonumber(ARGV[15]))
 set_run_field(k.run_record, 'webhook_attempts',
   '[' .. table.concat(redis.call('LRANGE', k.attempts, 0, -1), ',') .. ']')
@@ -173,7 +174,9 @@ end
 
 redis.call('ZREM', k.queue, id)
 redis.call('ZREM', k.outstanding, id)
-if redis.call('HGET', k.run_state, 'active') == id then redis.call('HDEL', k.run_state, 'active') end
+if redis.call('HGET', k.run_state, 'active') == id then
+  redis.call('HDEL', k.run_state, 'active')
+end
 local word
 if verdict == 'delivered' then
   word = 'delivered'

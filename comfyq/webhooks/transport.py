@@ -63,7 +63,7 @@ def _guarded(connection_class: type[HTTPConnection], policy: AddressPolicy) -> t
             sock = super()._new_conn()
             address = sock.getpeername()[0]
             try:
-                policy.check_address(address, f"http://{self.host}:{self.port}/")
+                policy.check_address(address, f"connection to {self.host}:{self.port}")
             except UnsafeWebhookURL:
                 sock.close()
                 raise
