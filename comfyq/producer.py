@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from celery import Celery
 
 from comfyq import keys
@@ -33,6 +35,8 @@ from comfyq.settings import Settings, get_settings
 #: Name of the Celery task that executes a run on a GPU worker.
 EXECUTE_RUN_TASK = "comfyq.execute_run"
 #: How long publishing a run may retry through broker hiccups before the submit fails.
+#: Retries of a record write through a broken Redis connection (with backoff, about 3 s).
+RECORD_RETRIES = 6
 PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
                         "interval_max": 2.0}
 
@@ -72,7 +76,11 @@ class Client:
         self.settings = settings or get_settings()
         self.celery_app = celery_app
         self.redis = redis_client or redis.Redis.from_url(
-            self.settings.redis_url, decode_responses=True, health_check_interval=30
+            self.settings.redis_url, decode_responses=True, health_check_interval=30,
+            # Ride out a Redis restart of a second or two; writes here are idempotent.
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RECORD_RETRIES),
+            # The builtin ConnectionError: a refused connect surfaces as the socket's own error.
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError],
         )
         self.store = RunStore(self.redis, self.settings.run_retention_seconds)
 
@@ -99,7 +107,10 @@ class Client:
         pipeline = self.redis.pipeline(transaction=True)
         self.store.create(run_id, RunStatus.QUEUED, self._initial_fields(run_id, request, gpu_type),
                           pipeline)
-        pipeline.execute()
+        try:
+            pipeline.execute()
+        except redis.RedisError as error:
+            raise SubmitFailed(f"could not record the run in Redis: {error}") from error
         try:
             self._publish(run_id, gpu_type)
         except Exception as error:

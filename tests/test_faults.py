@@ -211,7 +211,7 @@ def test_redis_restart_mid_stream_loses_no_accepted_run(tmp_path):
                     try:
                         accepted.append(client.submit(slow_request(0.02, tag=str(index))))
                     except Exception as error:  # noqa: BLE001 - counting refusals is the point
-                        refused.append(type(error).__name__)
+                        refused.append(f"{type(error).__name__}: {str(error)[:60]}")
                     time.sleep(0.03)
 
             thread = threading.Thread(target=submitter, daemon=True)
