@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +28,17 @@ def comfyq_webhooks(redis_url: str, *args: str, **env: str) -> subprocess.Comple
                           env=environment, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def client(redis_client: redis.Redis) -> redis.Redis:
-    stale = list(redis_client.scan_iter(f"{keys.WEBHOOKS}:*"))
+def clear_outbox(client: redis.Redis) -> None:
+    stale = list(client.scan_iter(f"{keys.WEBHOOKS}:*"))
     if stale:
-        redis_client.delete(*stale)
-    return redis_client
+        client.delete(*stale)
+
+
+@pytest.fixture
+def client(redis_client: redis.Redis) -> Iterator[redis.Redis]:
+    clear_outbox(redis_client)
+    yield redis_client
+    clear_outbox(redis_client)
 
 
 def test_secret_prints_the_generated_deployment_secret_receivers_verify_with(

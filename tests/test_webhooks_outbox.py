@@ -46,14 +46,20 @@ def fast_settings(**overrides: Any) -> WebhookSettings:
         "webhook_progress_interval_seconds": 0, **overrides})
 
 
-@pytest.fixture
-def client(redis_client: redis.Redis) -> redis.Redis:
-    """The test Redis with no outbox state left by an earlier test."""
-    stale = list(redis_client.scan_iter(f"{keys.WEBHOOKS}:*"))
-    stale += list(redis_client.scan_iter(f"{keys.PREFIX}:run:wh-*"))
+def clear_outbox(client: redis.Redis) -> None:
+    """Remove every outbox key and the run records these tests made."""
+    stale = list(client.scan_iter(f"{keys.WEBHOOKS}:*"))
+    stale += list(client.scan_iter(f"{keys.PREFIX}:run:wh-*"))
     if stale:
-        redis_client.delete(*stale)
-    return redis_client
+        client.delete(*stale)
+
+
+@pytest.fixture
+def client(redis_client: redis.Redis) -> Iterator[redis.Redis]:
+    """The test Redis with no outbox state from another test, before or after."""
+    clear_outbox(redis_client)
+    yield redis_client
+    clear_outbox(redis_client)
 
 
 @pytest.fixture
