@@ -337,6 +337,9 @@ def redeliver(client: redis.Redis, run_id: str, now: float | None = None, *,
               settings: WebhookSettings | None = None) -> int:
     """Re-queue the dead-lettered (and gone) events of `run_id`, in seq order, each with a
     fresh schedule; returns how many. Redelivering a gone event forgets that its URL was gone.
+
+    An event rejected (4xx) while its run moved on comes back after the later events that were
+    delivered; its `seq` tells the receiver it is older.
     """
     _require_decoded(client)
     settings = settings or get_webhook_settings()
