@@ -122,6 +122,17 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    try:
+        from comfyq.api.server import serve
+    except ImportError as error:
+        raise ComfyqError(f"the HTTP API needs its extra: pip install 'comfyq[api]' "
+                          f"({error})") from None
+    serve(args.host, args.port, access_log=args.access_log,
+          log_level="debug" if args.verbose else "info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="comfyq", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -164,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id")
     cancel.add_argument("--json", action="store_true")
     cancel.set_defaults(handler=_cancel)
+
+    api = commands.add_parser("api", help="serve ComfyDeploy's run endpoints over HTTP")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    api.add_argument("--access-log", action="store_true", help="log every request")
+    api.set_defaults(handler=_api)
 
     for register in _plugin_commands():
         register(commands)

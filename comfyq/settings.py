@@ -130,6 +130,39 @@ class Settings(BaseSettings):
         0.2, ge=0, description="Least time between two progress writes of one run."
     )
 
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address `comfyq metrics` listens on (0.0.0.0 in a container)."
+    )
+    metrics_port: int = Field(
+        9808, ge=1, le=65535, description="Port `comfyq metrics` serves /metrics on."
+    )
+    metrics_buckets_seconds: FloatList = Field(
+        default_factory=lambda: [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0,
+                                 1800.0, 2700.0, 3600.0],
+        min_length=1,
+        description="Histogram buckets (seconds) of run duration and queue wait; up to an hour.",
+    )
+
+    # --- HTTP API (comfyq api) ---
+    api_tokens: StrList = Field(
+        default_factory=list,
+        description="Bearer tokens the HTTP API accepts; the API refuses to start without one.",
+    )
+    api_path_prefix: str = Field(
+        "/api", pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path prefix of the run endpoints ('' for none); '/api' matches "
+        "ComfyDeploy's server URLs, so its clients change only the host.",
+    )
+    api_max_body_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="Largest request body the HTTP API reads (else 413)."
+    )
+    api_sync_timeout_seconds: float = Field(
+        300.0, gt=0, description="Longest POST /run/workflow/sync waits for its run (else 504)."
+    )
+    api_stream_timeout_seconds: float = Field(
+        3600.0, gt=0, description="Longest POST /run/workflow/stream follows its run."
+    )
+
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url

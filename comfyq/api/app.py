@@ -1,0 +1,78 @@
+"""The FastAPI application: run endpoints under the configured prefix, probes, auth, limits.
+
+Requests pass, outermost first: bearer-token check (401), body size limit (413), then FastAPI's
+routing, with comfyq's errors answered as :mod:`comfyq.api.errors` describes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from comfyq.api import health, routes
+from comfyq.api.auth import BearerAuthMiddleware
+from comfyq.api.body_limit import BodyLimitMiddleware
+from comfyq.api.errors import install_error_handlers
+from comfyq.api.follow import RunFollower
+from comfyq.api.openapi import install_openapi
+from comfyq.errors import ComfyqError
+from comfyq.producer import Client
+from comfyq.settings import Settings, get_settings
+
+DOCS_PATH = "/docs"
+OPENAPI_PATH = "/openapi.json"
+DESCRIPTION = """comfyq's HTTP API: ComfyDeploy's run endpoints, served by your own GPU fleet.
+
+A client written for ComfyDeploy (its SDKs included) works unchanged once its server URL points
+here. Every run endpoint needs `Authorization: Bearer <token>` (tokens: `COMFYQ_API_TOKENS`).
+"""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("comfyq")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
+    """The API application.
+
+    :param settings: comfyq settings; the environment's by default.
+    :param client: the comfyq client that submits and cancels; one built from ``settings``
+        by default.
+    :raises ComfyqError: no API token is configured (the API would refuse every request).
+    """
+    settings = settings or get_settings()
+    if not settings.api_tokens:
+        raise ComfyqError("no API token configured: set COMFYQ_API_TOKENS (comma-separated "
+                          "bearer tokens the HTTP API accepts)")
+    client = client or Client(settings)
+    context = routes.ApiContext(settings, client)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # redis.asyncio clients belong to one event loop: made here, on the server's loop.
+        async_redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                              health_check_interval=30)
+        context.follower = RunFollower(async_redis)
+        try:
+            yield
+        finally:
+            await async_redis.aclose()
+
+    app = FastAPI(title="comfyq", version=_version(), description=DESCRIPTION,
+                  lifespan=lifespan, docs_url=DOCS_PATH, redoc_url=None, openapi_url=OPENAPI_PATH)
+    app.state.comfyq = context
+    app.include_router(routes.router, prefix=settings.api_path_prefix)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(BearerAuthMiddleware, tokens=settings.api_tokens, public_paths={
+        health.HEALTH_PATH, health.READY_PATH, DOCS_PATH, OPENAPI_PATH})
+    return app

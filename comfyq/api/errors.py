@@ -1,0 +1,90 @@
+"""comfyq's errors as HTTP answers: each status code with a body that names the problem.
+
+* :class:`~comfyq.errors.InvalidRunRequest` -> 422 listing every problem with its field path;
+* :class:`~comfyq.errors.UnknownGpuType` -> 422 on the field that asked for that GPU;
+* ``comfyq.catalog_validation.PromptValidationError`` -> 400 with ComfyUI's ``node_errors`` body;
+* :class:`~comfyq.errors.RunNotFound` -> 404;
+* :class:`~comfyq.producer.SubmitFailed` and an unreachable Redis -> 503.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from comfyq.errors import FieldProblem, InvalidRunRequest, RunNotFound, UnknownGpuType
+from comfyq.producer import SubmitFailed
+
+logger = logging.getLogger(__name__)
+
+#: Where graph validation against node catalogs lives; it may be absent from a deployment.
+PROMPT_VALIDATION_MODULE = "comfyq.catalog_validation"
+#: Fields an UnknownGpuType message may start with; anything else is the server's default GPU.
+GPU_FIELDS = ("gpu", "machine_id")
+
+
+def problem_dict(problem: FieldProblem, kind: str = "value_error") -> dict:
+    """One problem in FastAPI's ``{"loc", "msg", "type"}`` shape, plus the dotted ``field``."""
+    path = [] if problem.path in ("", "request") else problem.path.split(".")
+    return {"loc": ["body", *path], "msg": problem.message, "type": kind,
+            "field": problem.path or "request"}
+
+
+def validation_response(problems: list[FieldProblem], kind: str = "value_error") -> JSONResponse:
+    summary = InvalidRunRequest(problems)
+    return JSONResponse(status_code=422, content={
+        "detail": [problem_dict(problem, kind) for problem in problems],
+        "message": " ".join(str(summary).split()),
+    })
+
+
+def _invalid_request(_: Request, error: InvalidRunRequest) -> JSONResponse:
+    return validation_response(error.problems)
+
+
+def _unknown_gpu(_: Request, error: UnknownGpuType) -> JSONResponse:
+    field, sep, message = str(error).partition(": ")
+    if not sep or field not in GPU_FIELDS:
+        # The server's own default GPU is not served: not the caller's fault.
+        logger.error("a run without gpu was refused: %s", error)
+        return JSONResponse(status_code=503, content={"detail": str(error)})
+    return validation_response([FieldProblem(field, message)], kind="unknown_gpu_type")
+
+
+def _not_found(_: Request, error: RunNotFound) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(error)})
+
+
+def _unavailable(_: Request, error: Exception) -> JSONResponse:
+    logger.warning("answered 503: %s", error)
+    return JSONResponse(status_code=503, content={"detail": f"comfyq is unavailable: {error}"})
+
+
+def _prompt_invalid(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=400, content=error.body)  # type: ignore[attr-defined]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer comfyq's errors with their status codes and bodies (see the module docstring)."""
+    app.add_exception_handler(InvalidRunRequest, _invalid_request)
+    app.add_exception_handler(UnknownGpuType, _unknown_gpu)
+    app.add_exception_handler(RunNotFound, _not_found)
+    app.add_exception_handler(SubmitFailed, _unavailable)
+    app.add_exception_handler(redis.ConnectionError, _unavailable)
+    app.add_exception_handler(redis.TimeoutError, _unavailable)
+    prompt_error = prompt_validation_error_class()
+    if prompt_error is not None:
+        app.add_exception_handler(prompt_error, _prompt_invalid)
+
+
+def prompt_validation_error_class() -> type[Exception] | None:
+    """``PromptValidationError`` when graph validation is installed, else None."""
+    try:
+        module = importlib.import_module(PROMPT_VALIDATION_MODULE)
+    except ImportError:
+        return None
+    return getattr(module, "PromptValidationError", None)
