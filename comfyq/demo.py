@@ -20,8 +20,8 @@ from comfyq.local_fleet import LocalFleet
 from comfyq.local_receiver import WebhookReceiver
 from comfyq.settings import get_settings, reset_settings
 
-#: The sample: a solid image whose size and colour come from the run's inputs, blurred,
-#: inverted and saved. Every node is a real ComfyUI node name.
+#: The sample: a solid image whose size and colour come from the run's inputs, scaled up,
+#: blurred, inverted and saved. Every node is a real ComfyUI node name.
 SAMPLE_WORKFLOW = {
     "1": {"class_type": "ComfyUIDeployExternalNumberInt",
           "inputs": {"input_id": "width", "default_value": 256}},
@@ -29,9 +29,11 @@ SAMPLE_WORKFLOW = {
           "inputs": {"input_id": "color", "default_value": 16744448}},
     "3": {"class_type": "EmptyImage",
           "inputs": {"width": ["1", 0], "height": 128, "batch_size": 1, "color": ["2", 0]}},
-    "4": {"class_type": "ImageBlur", "inputs": {"image": ["3", 0], "blur_radius": 3, "sigma": 1.0}},
-    "5": {"class_type": "ImageInvert", "inputs": {"image": ["4", 0]}},
-    "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "demo"}},
+    "4": {"class_type": "ImageScaleBy",
+          "inputs": {"image": ["3", 0], "upscale_method": "bicubic", "scale_by": 4.0}},
+    "5": {"class_type": "ImageBlur", "inputs": {"image": ["4", 0], "blur_radius": 15, "sigma": 4.0}},
+    "6": {"class_type": "ImageInvert", "inputs": {"image": ["5", 0]}},
+    "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "demo"}},
 }
 
 

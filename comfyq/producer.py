@@ -118,6 +118,8 @@ class Client:
             if idempotency_key is not None:
                 self.redis.delete(keys.idempotency(idempotency_key))
             raise SubmitFailed(f"could not enqueue run on {gpu_queue(gpu_type)}: {error}") from error
+        if request.webhook and request.webhook_intermediate_status:
+            Announcer(self.redis).announce(run_id, True)
         return run_id
 
     def _claim_idempotency_key(self, key: str, run_id: str) -> str | None:
