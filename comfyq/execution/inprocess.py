@@ -7,6 +7,7 @@ from typing import Any
 
 from comfyq.execution.context import RunContext, running
 from comfyq.execution.executor import execute_graph
+from comfyq.execution.node_cache import NodeResultCache
 
 
 class InProcessBackend:
@@ -18,8 +19,10 @@ class InProcessBackend:
     """
 
     def __init__(self, node_classes: Mapping[str, type],
-                 apply_inputs: Callable[[dict, dict], dict] | None = None) -> None:
+                 apply_inputs: Callable[[dict, dict], dict] | None = None,
+                 cache: NodeResultCache | None = None) -> None:
         self.node_classes = node_classes
+        self.cache = NodeResultCache() if cache is None else cache
         if apply_inputs is None:
             from comfyq.nodes.comfydeploy import apply_inputs
         self.apply_inputs = apply_inputs
@@ -29,4 +32,5 @@ class InProcessBackend:
                 on_node_started: Callable[[str, str, int, int], None]) -> dict[str, dict]:
         prepared = self.apply_inputs(graph, dict(inputs or {}))
         with running(context):
-            return execute_graph(prepared, self.node_classes, context, on_node_started)
+            return execute_graph(prepared, self.node_classes, context, on_node_started,
+                                 cache=self.cache)
