@@ -324,32 +324,37 @@ def render_metrics(registry: CollectorRegistry | None = None,
     return encoder(registry or default_registry()), content_type
 
 
-AsgiApp = Callable[[dict, Callable, Callable], Any]
+class MetricsAsgiApp:
+    """An ASGI app answering GET (and HEAD) with the metrics.
 
-
-def metrics_asgi_app(registry: CollectorRegistry | None = None) -> AsgiApp:
-    """An ASGI app answering every GET with the metrics; mount it at ``/metrics``.
-
-    The Redis reads run in a worker thread, so the event loop of the hosting app never waits.
+    An instance, not a function, so Starlette and FastAPI take it as a raw ASGI app both in
+    ``app.mount("/metrics", ...)`` and in ``app.add_route("/metrics", ...)``. The Redis reads
+    run in a worker thread, so the event loop of the hosting app never waits on them.
     """
 
-    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
-        accept = ",".join(value.decode("latin-1") for name, value in scope.get("headers", [])
-                          if name.lower() == b"accept")
-        if scope.get("method", "GET") not in ("GET", "HEAD"):
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
             status, body, content_type = 405, b"method not allowed\n", "text/plain"
         else:
-            body, content_type = await asyncio.to_thread(render_metrics, registry, accept)
+            accept = ",".join(value.decode("latin-1") for name, value in scope.get("headers", [])
+                              if name.lower() == b"accept")
+            body, content_type = await asyncio.to_thread(render_metrics, self.registry, accept)
             status = 200
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", content_type.encode("latin-1")),
                                 (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body",
-                    "body": b"" if scope.get("method") == "HEAD" else body})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
-    return app
+
+def metrics_asgi_app(registry: CollectorRegistry | None = None) -> MetricsAsgiApp:
+    """The metrics as an ASGI app (this process's registry unless given); see MetricsAsgiApp."""
+    return MetricsAsgiApp(registry)
 
 
 def serve_metrics(host: str, port: int,

@@ -20,7 +20,7 @@ def follow_run(client: Client, run_id: str, show: bool = True,
     pubsub = client.redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.run_updates(run_id))
     bar = tqdm(total=100, unit="%", disable=not show, file=sys.stderr,
-               bar_format="{desc:<40.40} {percentage:3.0f}%|{bar}| {elapsed}")
+               bar_format="{desc:<48.100} {percentage:3.0f}%|{bar}| {elapsed}")
     try:
         waited = 0.0
         while True:
