@@ -21,3 +21,19 @@ app.conf.update(
 @app.task(name="bench.echo")
 def echo(value):
     return value
+
+
+@app.task(name="bench.execute_graph")
+def execute_graph(graph):
+    """The work of a comfyq run, without comfyq around it: no record, no lease, no heartbeat."""
+    import tempfile
+    from pathlib import Path
+
+    from comfyq.execution.context import RunContext, running
+    from comfyq.execution.executor import execute_graph as run_graph
+    from comfyq.nodes import NODE_CLASS_MAPPINGS
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-plain-"))
+    context = RunContext(run_id=folder.name, output_dir=folder / "out", temp_dir=folder / "tmp")
+    with running(context):
+        return sorted(run_graph(graph, NODE_CLASS_MAPPINGS, context))
