@@ -31,6 +31,8 @@ from comfyq.models import (
 from comfyq.routing import gpu_queue, resolve_gpu
 from comfyq.runs import RunStore, now
 from comfyq.settings import Settings, get_settings
+from comfyq.webhooks.safety import UnsafeWebhookURL, check_webhook_url
+from comfyq.webhooks.settings import WebhookSettings, get_webhook_settings
 
 #: Name of the Celery task that executes a run on a GPU worker.
 EXECUTE_RUN_TASK = "comfyq.execute_run"
@@ -64,10 +66,12 @@ class Client:
     :param settings: comfyq settings; the environment's by default.
     :param celery_app: the Celery app to publish with; comfyq's own by default.
     :param redis_client: a client for run records (``decode_responses=True``).
+    :param webhook_settings: which webhook addresses are allowed; the environment's by default.
     """
 
     def __init__(self, settings: Settings | None = None, celery_app: Celery | None = None,
-                 redis_client: redis.Redis | None = None) -> None:
+                 redis_client: redis.Redis | None = None,
+                 webhook_settings: WebhookSettings | None = None) -> None:
         if celery_app is None:
             from comfyq.tasks import app as celery_module
 
@@ -83,6 +87,7 @@ class Client:
             retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError],
         )
         self.store = RunStore(self.redis, self.settings.run_retention_seconds)
+        self.webhook_settings = webhook_settings or get_webhook_settings()
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -99,6 +104,8 @@ class Client:
         """
         request = parse_run_request(request)
         gpu_type = resolve_gpu(request, self.settings)
+        if request.webhook:
+            self._check_webhook(request.webhook)
         run_id = str(uuid.uuid4())
         if idempotency_key is not None:
             first = self._claim_idempotency_key(idempotency_key, run_id)
@@ -121,6 +128,14 @@ class Client:
         if request.webhook and request.webhook_intermediate_status:
             Announcer(self.redis).announce(run_id, True)
         return run_id
+
+    def _check_webhook(self, url: str) -> None:
+        """Refuse webhooks to loopback, private, link-local or metadata addresses (unless allowed)."""
+        try:
+            check_webhook_url(url, allow_loopback=self.webhook_settings.webhook_allow_loopback,
+                              allow_private=self.webhook_settings.webhook_allow_private)
+        except UnsafeWebhookURL as error:
+            raise InvalidRunRequest([FieldProblem("webhook", str(error))]) from None
 
     def _claim_idempotency_key(self, key: str, run_id: str) -> str | None:
         """None when ``key`` is new (now bound to ``run_id``), else the run it is bound to."""

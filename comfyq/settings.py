@@ -120,11 +120,6 @@ class Settings(BaseSettings):
         7 * 24 * 3600.0, gt=0, description="How long finished run records are kept."
     )
 
-    webhook_timeout_seconds: float = Field(15.0, gt=0, description="Per-request webhook timeout.")
-    webhook_retry_delays: FloatList = Field(
-        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0],
-        description="Seconds to wait before each webhook retry; its length caps the retries.",
-    )
     callback_concurrency: int = Field(4, ge=1, description="Threads of the callback worker.")
     progress_interval_seconds: float = Field(
         0.2, ge=0, description="Least time between two progress writes of one run."

@@ -84,6 +84,8 @@ def client(fleet, fleet_settings, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     from comfyq.settings import reset_settings
+    from comfyq.webhooks.settings import reset_webhook_settings
 
     reset_settings()
+    reset_webhook_settings()
     return Client(settings=settings)

@@ -23,6 +23,7 @@ import redis
 from comfyq import Client, RunStatus
 from comfyq.local_fleet import LocalFleet
 from comfyq.settings import Settings
+from comfyq.webhooks.settings import WebhookSettings
 
 FAULT_NODES = Path(__file__).parent / "data" / "fault_nodes"
 EXECUTIONS = "comfyq-test:executions:{}"
@@ -56,7 +57,8 @@ def client_for(env: dict[str, str]) -> Client:
         redis_url=env["COMFYQ_REDIS_URL"], gpu_types=env["COMFYQ_GPU_TYPES"].split(","),
         default_gpu="A100", data_dir=Path(env["COMFYQ_DATA_DIR"]),
         lease_ttl_seconds=float(env["COMFYQ_LEASE_TTL_SECONDS"]))
-    return Client(settings=settings)
+    return Client(settings=settings,
+                  webhook_settings=WebhookSettings(webhook_allow_loopback=True))
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import redis
 
 from comfyq import Client, InvalidRunRequest, UnknownGpuType, WorkflowRunRequest
 from comfyq.settings import Settings
+from comfyq.webhooks.settings import WebhookSettings
 from tests.helpers import comfyq_keys, invert_graph, request
 
 
@@ -24,7 +25,8 @@ def client(redis_client, tmp_path):
     url = redis_client.connection_pool.connection_kwargs
     settings = Settings(redis_url=f"redis://{url['host']}:{url['port']}/3", gpu_types=["A100", "T4"], default_gpu="T4",
                         machines={"studio-1": "A100"}, data_dir=tmp_path)
-    return Client(settings=settings)
+    return Client(settings=settings, webhook_settings=WebhookSettings(
+        webhook_allow_loopback=False, webhook_allow_private=False))
 
 
 def problems_of(client: Client, body) -> dict[str, str]:
@@ -140,3 +142,12 @@ def test_run_goes_to_the_queue_of_its_gpu(client, redis_client, fields, queue):
     assert redis_client.llen(queue) == 1
     assert run_id in redis_client.lindex(queue, 0)
     assert client.get_run(run_id).gpu == queue.rsplit(".", 1)[1]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://10.1.2.3/hook",
+                                 "http://169.254.169.254/latest/meta-data",
+                                 "http://[::1]:9000/hook"])
+def test_webhook_to_a_private_address_is_refused_at_submit(client, redis_client, url):
+    problems = problems_of(client, request(webhook=url))
+    assert list(problems) == ["webhook"], problems
+    assert comfyq_keys(redis_client) == []
