@@ -1,0 +1,170 @@
+"""The maintenance on its own: lost messages, queue-wait timeouts, dead workers, retention,
+the single-beat lock and idempotent submits, against a real Redis and real broker queues."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import redis
+
+from comfyq import Client, RunStatus
+from comfyq.models import FINAL_STATUSES
+from comfyq.producer import publish_run
+from comfyq.routing import gpu_queue
+from comfyq.scheduler import reaper
+from comfyq.scheduler.beat import BeatLock
+from comfyq.settings import Settings
+from comfyq.webhooks.settings import WebhookSettings
+from tests.helpers import request
+
+DATABASE = 2
+
+
+@pytest.fixture
+def plain(redis_url):
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{DATABASE}",
+                                  decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def settings_for(plain: redis.Redis, tmp_path, **overrides) -> Settings:
+    kwargs = plain.connection_pool.connection_kwargs
+    return Settings(redis_url=f"redis://{kwargs['host']}:{kwargs['port']}/{DATABASE}",
+                    gpu_types=["A100"], default_gpu="A100", data_dir=tmp_path, **overrides)
+
+
+@pytest.fixture
+def make_client(plain, tmp_path):
+    def build(**overrides) -> Client:
+        return Client(settings=settings_for(plain, tmp_path, **overrides),
+                      webhook_settings=WebhookSettings(webhook_allow_loopback=True))
+    return build
+
+
+def queued_ids(plain: redis.Redis) -> set[str]:
+    return reaper.message_run_ids(plain.lrange(gpu_queue("A100"), 0, -1))
+
+
+def announced() -> tuple[list, object]:
+    calls: list[tuple[str, bool]] = []
+    return calls, lambda run_id, changed: calls.append((run_id, changed))
+
+
+def test_queued_run_whose_message_vanished_is_republished(make_client, plain):
+    client = make_client(lost_message_seconds=0.01)
+    run_id = client.submit(request(gpu="A100"))
+    kept = client.submit(request(gpu="A100"))
+    plain.delete(gpu_queue("A100"))  # the broker lost both messages...
+    publish_run(client.celery_app, kept, "A100")  # ...but one was published again meanwhile
+    time.sleep(0.05)
+    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)  # noqa: E731
+    republished = reaper.recover_lost_messages(client.store, client.settings, plain, publish)
+    assert republished == 1
+    assert queued_ids(plain) == {run_id, kept}
+    assert client.get_run(run_id).status == RunStatus.QUEUED
+
+
+def test_run_nobody_picks_up_times_out_in_the_queue(make_client, plain):
+    client = make_client(max_queue_seconds=0.05)
+    run_id = client.submit(request(gpu="A100"))
+    time.sleep(0.1)
+    calls, announce = announced()
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, announce) == 1
+    run = client.get_run(run_id)
+    assert run.status == RunStatus.TIMEOUT
+    assert run.error["exception_type"] == "QueueTimeout" and run.started_at is None
+    assert calls == [(run_id, True)]
+
+
+def start_as_dead_worker(client: Client, plain: redis.Redis, run_id: str, attempts: int) -> None:
+    """Claim the run like a worker would, then let its lease vanish as if the worker died."""
+    for _ in range(attempts):
+        claim = client.store.claim(run_id, (), "dead-worker-token", 30,
+                                   {"worker": "gpu9@gone", "started_at": time.time()})
+        assert claim.claimed
+        plain.delete(f"comfyq:run:{run_id}:lease")
+        if _ < attempts - 1:
+            client.store.move(run_id, RunStatus.QUEUED, {}, force=True)
+
+
+def test_run_of_a_dead_worker_is_requeued_then_failed_when_out_of_attempts(make_client, plain):
+    client = make_client(max_attempts=2)
+    run_id = client.submit(request(gpu="A100"))
+    plain.delete(gpu_queue("A100"))
+    start_as_dead_worker(client, plain, run_id, attempts=1)
+    published: list[tuple[str, str]] = []
+    calls, announce = announced()
+    assert reaper.reap_runs(client.store, client.settings,
+                            lambda rid, gpu: published.append((rid, gpu)), announce) == 1
+    run = client.get_run(run_id)
+    assert run.status == RunStatus.QUEUED and "gpu9@gone stopped answering" in run.live_status
+    assert published == [(run_id, "A100")]
+    start_as_dead_worker(client, plain, run_id, attempts=1)
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, announce) == 1
+    run = client.get_run(run_id)
+    assert run.status == RunStatus.FAILED and run.attempts == 2
+    assert run.error["exception_type"] == "WorkerLost"
+    assert "gave up after 2 attempt(s)" in run.error["exception_message"]
+
+
+def test_run_alive_under_its_lease_is_left_alone(make_client, plain):
+    client = make_client()
+    run_id = client.submit(request(gpu="A100"))
+    assert client.store.claim(run_id, (), "live-token", 30, {"started_at": time.time()}).claimed
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, lambda *_: None) == 0
+    assert client.get_run(run_id).status == RunStatus.STARTED
+
+
+def test_run_past_its_limit_and_grace_times_out_even_while_leased(make_client, plain):
+    client = make_client(max_run_seconds=0.01, timeout_grace_seconds=0.01)
+    run_id = client.submit(request(gpu="A100"))
+    assert client.store.claim(run_id, (), "stuck-token", 30, {"started_at": time.time()}).claimed
+    time.sleep(0.05)
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, lambda *_: None) == 1
+    run = client.get_run(run_id)
+    assert run.status == RunStatus.TIMEOUT and run.error["exception_type"] == "RunTimeout"
+    assert client.store.cancel_requested(run_id)  # the stuck worker is told to stop
+
+
+def test_finished_records_expire_and_old_outputs_are_swept(make_client, plain, tmp_path):
+    client = make_client(run_retention_seconds=1)
+    run_id = client.submit(request(gpu="A100"))
+    client.cancel(run_id)
+    assert 0 < plain.ttl(f"comfyq:run:{run_id}") <= 1
+    old_output = client.settings.output_dir / run_id
+    old_output.mkdir(parents=True)
+    os.utime(old_output, (time.time() - 10, time.time() - 10))
+    time.sleep(1.2)
+    assert reaper.expire_old_runs(client.store, client.settings) == 1
+    assert plain.zscore("comfyq:runs", run_id) is None and not old_output.exists()
+
+
+def test_only_one_beat_holds_the_lock(plain):
+    first, second = BeatLock(plain, ttl_seconds=0.5), BeatLock(plain, ttl_seconds=0.5)
+    assert first.hold() and not second.hold() and first.hold()
+    time.sleep(0.7)  # the first beat died without releasing
+    assert second.hold() and not first.hold()
+    second.release()
+    assert first.hold()
+
+
+def test_same_idempotency_key_gives_the_first_run(make_client, plain):
+    client = make_client()
+    first = client.submit(request(gpu="A100"), idempotency_key="order-42")
+    again = client.submit(request(gpu="A100"), idempotency_key="order-42")
+    other = client.submit(request(gpu="A100"), idempotency_key="order-43")
+    assert first == again != other
+    assert queued_ids(plain) == {first, other}
+
+
+def test_final_statuses_never_move(make_client):
+    client = make_client()
+    run_id = client.submit(request(gpu="A100"))
+    client.cancel(run_id)
+    for status in [RunStatus.RUNNING, RunStatus.QUEUED, *FINAL_STATUSES]:
+        assert client.store.move(run_id, status, {"live_status": "x"}, force=True) is None
+    assert client.get_run(run_id).status == RunStatus.CANCELLED
