@@ -122,6 +122,16 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nodes(args: argparse.Namespace) -> int:
+    from comfyq.catalog_summary import nodes_report
+    from comfyq.cli_runs import redis_client
+    from comfyq.settings import get_settings
+
+    gpu_types = [args.gpu] if args.gpu else get_settings().gpu_types
+    print(nodes_report(redis_client(), gpu_types, args.json))
+    return 0
+
+
 def _api(args: argparse.Namespace) -> int:
     try:
         from comfyq.api.server import serve
@@ -175,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id")
     cancel.add_argument("--json", action="store_true")
     cancel.set_defaults(handler=_cancel)
+
+    nodes = commands.add_parser("nodes", help="show the node catalog a GPU queue offers")
+    nodes.add_argument("--gpu", help="GPU type (default: every type with a published catalog)")
+    nodes.add_argument("--json", action="store_true", help="the catalogs in /object_info format")
+    nodes.set_defaults(handler=_nodes)
 
     api = commands.add_parser("api", help="serve ComfyDeploy's run endpoints over HTTP")
     api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

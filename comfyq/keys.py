@@ -61,6 +61,19 @@ def worker_catalogs(gpu_type: str) -> str:
     return f"{PREFIX}:catalog:{gpu_type}:workers"
 
 
+# --- catalog publishing (comfyq.catalog_registry) ---------------------------------------------
+
+
+def catalog_digest(gpu_type: str) -> str:
+    """String: SHA-256 of the combined catalog JSON; producers re-read the catalog on change."""
+    return f"{PREFIX}:catalog:{gpu_type}:digest"
+
+
+def worker_catalog_info(gpu_type: str) -> str:
+    """Hash worker name -> JSON ``{published_at, failed_packs}`` of that worker's catalog."""
+    return f"{PREFIX}:catalog:{gpu_type}:info"
+
+
 # --- webhooks -----------------------------------------------------------------------------------
 
 #: Prefix of the webhook outbox keys (see comfyq.webhooks).

@@ -31,6 +31,7 @@ from comfyq.models import (
 from comfyq.routing import gpu_queue, resolve_gpu
 from comfyq.runs import RunStore, now
 from comfyq.settings import Settings, get_settings
+from comfyq.submit_check import check_run_graph
 from comfyq.webhooks.safety import UnsafeWebhookURL, check_webhook_url
 from comfyq.webhooks.settings import WebhookSettings, get_webhook_settings
 
@@ -100,10 +101,13 @@ class Client:
             period) returns the first run's id and queues nothing new.
         :raises InvalidRunRequest: the request is malformed (every problem, with its field).
         :raises UnknownGpuType: no configured queue serves the GPU type it needs.
+        :raises PromptValidationError: that GPU type's workers cannot run the graph (ComfyUI's
+            ``error`` + ``node_errors`` in ``body``); see :mod:`comfyq.submit_check`.
         :raises SubmitFailed: the broker could not be reached; nothing was recorded.
         """
         request = parse_run_request(request)
         gpu_type = resolve_gpu(request, self.settings)
+        check_run_graph(self.redis, self.settings, request, gpu_type)  # issue 3: before recording
         if request.webhook:
             self._check_webhook(request.webhook)
         run_id = str(uuid.uuid4())

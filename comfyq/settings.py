@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Directories of custom node packs, loaded like ComfyUI's custom_nodes/.",
     )
+    unknown_catalog: str = Field(
+        "structural", pattern="^(structural|refuse)$",
+        description="What submit does when no worker of the run's GPU type has published a node "
+        "catalog yet: 'structural' accepts the graph after the structural checks (links, cycles, "
+        "inputs that fit their nodes), so producers may start before workers; 'refuse' refuses it.",
+    )
     data_dir: Path = Field(Path("comfyq-data"), description="Root of outputs and worker state.")
     output_url_base: str | None = Field(
         None, description="Public base URL of the output directory; file:// URLs when unset."

@@ -67,6 +67,11 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     queues = [queue.name for queue in sender.app.amqp.queues.consume_from.values()]
     description = worker_description(sender.hostname, queues)
     client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+    # Node catalog (issue 3, comfyq.catalog_registry): GPU workers publish what they can run
+    # before they show as online, so a producer that sees a worker also sees its catalog.
+    from comfyq.catalog_registry import start_worker_publisher
+
+    start_worker_publisher(client, description)
 
     def refresh() -> None:
         while True:
@@ -83,6 +88,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
     _stop.set()
+    # Node catalog (issue 3): withdraw this worker's catalog from its GPU type's.
+    from comfyq.catalog_registry import stop_worker_publisher
+
+    stop_worker_publisher()
     try:
         client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
         client.delete(keys.worker(sender.hostname))
