@@ -12,7 +12,7 @@ import argparse
 import json
 import signal
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,7 +52,7 @@ def cli_client() -> Any:
 def _iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
 
 
 def _local_time(seconds: float | None) -> str:
@@ -63,7 +63,7 @@ def human_seconds(seconds: float | None) -> str:
     """``42s``, ``3m05s``, ``2h01m``; ``-`` for None."""
     if seconds is None:
         return "-"
-    whole = int(round(seconds))
+    whole = round(seconds)
     if whole < 60:
         return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
     minutes, secs = divmod(whole, 60)

@@ -35,7 +35,7 @@ from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from comfyq import keys
-from comfyq.models import FINAL_STATUSES, RunStatus
+from comfyq.models import FINAL_STATUSES
 from comfyq.queues import QueueState, queue_states
 from comfyq.runs import now
 from comfyq.settings import Settings, get_settings

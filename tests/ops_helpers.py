@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from PIL import Image
 
@@ -35,7 +35,7 @@ def run_comfyq(env: Mapping[str, str], *args: str, timeout: float = 60.0,
                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``comfyq ARGS`` to the end with the fleet's environment."""
     return subprocess.run([*comfyq_command(), *args], env={**os.environ, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def png_bytes(width: int = 6, height: int = 4, color: tuple[int, int, int] = (10, 20, 30)) -> bytes:
@@ -66,7 +66,7 @@ class GatedImageServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 server.requested.set()
                 server._gate.wait(GATE_TIMEOUT_SECONDS)
                 self.send_response(200)
@@ -80,11 +80,11 @@ class GatedImageServer:
 
         return Handler
 
-    def __enter__(self) -> "GatedImageServer":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self._gate.set()
         self._server.shutdown()
         self._server.server_close()

@@ -23,7 +23,6 @@ from tests.ops_helpers import (
     held_graph,
     png_bytes,
     run_comfyq,
-    wait_until,
 )
 
 
@@ -151,7 +150,7 @@ class _FileServer:
 
     def __init__(self, body: bytes) -> None:
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 found = self.path == "/out/a.png"
                 self.send_response(200 if found else 404)
                 self.send_header("Content-Length", str(len(body) if found else 0))

@@ -34,7 +34,7 @@ class Scrape:
         """A sample's value; 0 for a labelled series not created yet (Prometheus reads it so)."""
         return self.samples.get((name, frozenset(labels.items())), 0.0)
 
-    def __sub__(self, before: "Scrape") -> "Delta":
+    def __sub__(self, before: Scrape) -> Delta:
         return Delta(self, before)
 
 
