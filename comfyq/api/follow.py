@@ -89,7 +89,10 @@ class RunFollower:
                 elif message is None:
                     yield None
         finally:
-            await pubsub.aclose()
+            # Shielded: a stream whose client left is cancelled, and its connection must still
+            # go back to the pool.
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()
 
 
 async def _confirmed(pubsub: aioredis.client.PubSub) -> None:
