@@ -361,6 +361,10 @@ def serve_metrics(host: str, port: int,
                   registry: CollectorRegistry | None = None) -> tuple[Any, threading.Thread]:
     """Serve ``/metrics`` over HTTP from a background thread; returns (server, thread).
 
-    Stop it with ``server.shutdown()``.
+    A first collection right away makes the counters count from now rather than from the first
+    scrape. Stop the server with ``server.shutdown()``.
     """
-    return start_http_server(port, addr=host, registry=registry or default_registry())
+    registry = registry or default_registry()
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    list(registry.collect())
+    return server, thread

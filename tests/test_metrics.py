@@ -134,6 +134,20 @@ def test_a_run_seen_queued_is_counted_when_it_starts_and_ends(exporter, client):
                                   le="1.0") == 0
 
 
+def test_counters_count_from_when_the_exporter_started(fleet_settings, client):
+    earlier = client.submit(request(gpu="A100"))
+    assert client.wait(earlier, 60).status == RunStatus.SUCCESS
+    process, url = start_exporter(dict(fleet_settings[0]))
+    try:
+        later = client.submit(request(gpu="A100"))
+        assert client.wait(later, 60).status == RunStatus.SUCCESS
+        first = Exporter(url).scrape()
+    finally:
+        stop(process)
+    assert first.value("comfyq_runs_submitted_total", gpu_type="A100") == 1
+    assert first.value("comfyq_runs_finished_total", gpu_type="A100", status="success") == 1
+
+
 # --- queues and workers --------------------------------------------------------------------------
 
 
