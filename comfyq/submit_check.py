@@ -58,9 +58,16 @@ def check_run_graph(client: redis.Redis, settings: Settings, request: WorkflowRu
         (``body`` is ComfyUI's 400 answer: ``error`` and ``node_errors``).
     :raises CatalogUnavailable: no catalog for ``gpu_type`` and ``unknown_catalog=refuse``.
     :raises comfyq.nodes.comfydeploy.ExternalInputError: an input does not fit its node.
+    :raises comfyq.producer.SubmitFailed: Redis could not be asked for the catalog.
     """
     graph = graph_to_run(request)
-    catalog = catalog_reader(client).compiled(client, gpu_type)
+    try:
+        catalog = catalog_reader(client).compiled(client, gpu_type)
+    except redis.RedisError as error:
+        from comfyq.producer import SubmitFailed  # the producer's own error; imported late
+
+        raise SubmitFailed(f"could not read the node catalog of GPU type {gpu_type} from "
+                           f"Redis: {error}") from error
     if catalog is None:
         if settings.unknown_catalog == "refuse":
             raise CatalogUnavailable(gpu_type)
