@@ -38,6 +38,7 @@ def worker_description(hostname: str, queues: list[str]) -> dict[str, Any]:
         "queues": queues,
         "gpu_type": os.environ.get("COMFYQ_WORKER_GPU_TYPE"),
         "device": os.environ.get("COMFYQ_WORKER_DEVICE", "cpu"),
+        "device_name": os.environ.get("COMFYQ_WORKER_DEVICE_NAME"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "host": socket.gethostname(),
         "pid": os.getpid(),
