@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,8 +32,8 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_pipeline import SUBMIT_GRAPH  # noqa: E402
-from comfyq.embedded_redis import start_embedded_redis  # noqa: E402
+from bench.bench_pipeline import SUBMIT_GRAPH
+from comfyq.embedded_redis import start_embedded_redis
 
 TOKEN = "bench-token"
 PAYLOAD = {"workflow_id": "bench", "workflow_api_json": SUBMIT_GRAPH, "gpu": "A100",
@@ -109,10 +110,14 @@ def http_rate(port: int, total: int, connections: int) -> float:
 
 
 def start_api(env: dict[str, str], port: int, core: int | None) -> subprocess.Popen:
+    """``comfyq api`` on ``core``: taskset pins it from its first instruction, when installed."""
+    taskset = shutil.which("taskset") if core is not None else None
+    pinning = [taskset, "-c", str(core)] if taskset else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "comfyq.cli", "api", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        preexec_fn=(lambda: pin(0, core)) if core is not None else None)
+        [*pinning, sys.executable, "-m", "comfyq.cli", "api", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not taskset:
+        pin(process.pid, core)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -15,14 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import requests
 
 from comfyq import RunStatus, keys
 from comfyq.execution.runner import CANCEL_CHECK_SECONDS
-from tests.helpers import REFERENCE, invert_graph, request
+from tests.helpers import invert_graph, request
 from tests.ops_helpers import GatedImageServer, held_graph
 
 TOKENS = ("first-token", "second-token")
@@ -113,12 +113,12 @@ class ThreadedServer:
     def root(self) -> str:
         return f"http://127.0.0.1:{self.socket.getsockname()[1]}"
 
-    def __enter__(self) -> "ThreadedServer":
+    def __enter__(self) -> Self:
         self.thread.start()
         wait_for_health(self.root)
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.socket.close()
@@ -383,42 +383,43 @@ def test_gpu_type_not_served_is_422_on_the_gpu_field(api):
     assert "'H100' is not served" in problem["msg"] and "A100, T4" in problem["msg"]
 
 
-def test_graph_refused_by_its_node_catalog_answers_comfyuis_node_errors(fleet_settings, fleet):
-    """A client that validates graphs against ComfyUI 0.3.64's catalog, served at prefix /cd."""
-    from comfyq import Client
-    from comfyq.api import create_app
-    from comfyq.catalog import load_catalog
-    from comfyq.catalog_validation import validate_prompt
-    from comfyq.models import parse_run_request
-
-    catalog = load_catalog(REFERENCE / "data" / "comfyui-0.3.64-object_info.json")
-
-    class CatalogCheckingClient(Client):
-        def submit(self, run_request: Any, idempotency_key: str | None = None) -> str:
-            parsed = parse_run_request(run_request)
-            validate_prompt(parsed.workflow_api_json, catalog)
-            return super().submit(parsed, idempotency_key)
-
-    settings = fleet_settings[1].model_copy(update={"api_tokens": list(TOKENS),
-                                                    "api_path_prefix": "/cd"})
-    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8,
-                                                          "batch_size": 1, "color": 0}},
-             "2": {"class_type": "ImageInvert", "inputs": {}},
-             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
-                                                         "filename_prefix": "x"}}}
-    with ThreadedServer(create_app(settings, CatalogCheckingClient(settings))) as server:
-        api = ApiServer(server.root, prefix="/cd")
-        refused = api.call("POST", "/run/workflow/queue", json=request(graph))
-        graph["2"]["inputs"]["image"] = ["1", 0]
-        accepted = api.call("POST", "/run/workflow/queue", json=request(graph))
-    assert refused.status_code == 400
-    body = refused.json()
+def test_graph_refused_by_the_node_catalog_answers_comfyuis_node_errors(api, redis_client):
+    graph = invert_graph()
+    del graph["2"]["inputs"]["image"]
+    before = run_count(redis_client)
+    answer = api.call("POST", "/run/workflow/queue", json=request(graph))
+    assert answer.status_code == 400
+    body = answer.json()
     assert body["error"]["type"] == "prompt_outputs_failed_validation"
     assert body["node_errors"]["2"]["class_type"] == "ImageInvert"
     [error] = body["node_errors"]["2"]["errors"]
     assert error["type"] == "required_input_missing" and error["extra_info"]["input_name"] == "image"
     assert body["node_errors"]["2"]["dependent_outputs"] == ["3"]
-    assert accepted.status_code == 200
+    assert run_count(redis_client) == before
+
+
+def test_input_that_does_not_fit_its_node_is_422_on_that_input(api):
+    answer = api.call("POST", "/run/workflow/queue", json=request(inputs={"width": "wide"}))
+    assert answer.status_code == 422
+    [problem] = answer.json()["detail"]
+    assert problem["loc"] == ["body", "inputs", "width"]
+    assert "expected an integer" in problem["msg"]
+
+
+def test_prefix_is_configurable(fleet_settings, fleet):
+    """create_app served in this process by uvicorn, with the run endpoints under /cd."""
+    from comfyq.api import create_app
+
+    settings = fleet_settings[1].model_copy(update={"api_tokens": list(TOKENS),
+                                                    "api_path_prefix": "/cd"})
+    with ThreadedServer(create_app(settings)) as server:
+        moved = ApiServer(server.root, prefix="/cd")
+        queued = moved.call("POST", "/run/workflow/queue", json=request())
+        got = moved.call("GET", f"/run/{queued.json()['run_id']}")
+        old_place = ApiServer(server.root).call("POST", "/run/workflow/queue", json=request())
+    assert queued.status_code == 200 and got.status_code == 200
+    assert got.json()["id"] == queued.json()["run_id"]
+    assert old_place.status_code == 404
 
 
 # --- documents and the command ----------------------------------------------------------------
@@ -449,7 +450,7 @@ def test_api_command_refuses_to_start_without_tokens(fleet_settings):
     env = {**api_environment(fleet_settings), "COMFYQ_API_TOKENS": ""}
     result = subprocess.run([sys.executable, "-m", "comfyq.cli", "api", "--port",
                              str(free_port())], env=env, capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60, check=False)
     assert result.returncode != 0
     assert "COMFYQ_API_TOKENS" in result.stderr
 

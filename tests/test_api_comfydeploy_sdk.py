@@ -20,13 +20,14 @@ from tests.ops_helpers import GatedImageServer, held_graph
 from tests.test_api import TOKENS, api  # noqa: F401 (the module's API server fixture)
 
 comfydeploy = pytest.importorskip("comfydeploy", reason="pip install 'comfydeploy>=0.6,<0.7'")
-from comfydeploy.models import components, errors as sdk_errors  # noqa: E402
+from comfydeploy.models import components
+from comfydeploy.models import errors as sdk_errors
 
 # model_construct leaves workflow_api_json a dict where the SDK's model expects its empty object.
 pytestmark = pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 
 
-def sdk_request(graph=None, **fields) -> "components.WorkflowRunRequest":
+def sdk_request(graph=None, **fields) -> components.WorkflowRunRequest:
     """A request the SDK sends with its graph (see the module docstring)."""
     return components.WorkflowRunRequest.model_construct(**request(graph, **fields))
 
@@ -98,7 +99,7 @@ def test_sdk_errors_carry_comfyqs_answers(sdk):
 
 
 def test_wrong_token_is_refused(api):  # noqa: F811
-    with comfydeploy.ComfyDeploy(bearer="not-a-token", server_url=f"{api.root}/api") as stranger:
-        with pytest.raises(sdk_errors.SDKError) as refused:
-            stranger.run.get(run_id="anything")
+    stranger = comfydeploy.ComfyDeploy(bearer="not-a-token", server_url=f"{api.root}/api")
+    with stranger, pytest.raises(sdk_errors.SDKError) as refused:
+        stranger.run.get(run_id="anything")
     assert refused.value.status_code == 401

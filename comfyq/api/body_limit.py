@@ -12,7 +12,6 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
 #: What reading a body returns when the client disconnected before sending all of it.
 _DISCONNECTED = object()
 

@@ -2,6 +2,8 @@
 
 * :class:`~comfyq.errors.InvalidRunRequest` -> 422 listing every problem with its field path;
 * :class:`~comfyq.errors.UnknownGpuType` -> 422 on the field that asked for that GPU;
+* ``comfyq.nodes.comfydeploy.ExternalInputError`` (an input that does not fit its node) -> 422
+  on ``inputs.<name>``;
 * ``comfyq.catalog_validation.PromptValidationError`` -> 400 with ComfyUI's ``node_errors`` body;
 * :class:`~comfyq.errors.RunNotFound` -> 404;
 * :class:`~comfyq.producer.SubmitFailed` and an unreachable Redis -> 503.
@@ -21,8 +23,10 @@ from comfyq.producer import SubmitFailed
 
 logger = logging.getLogger(__name__)
 
-#: Where graph validation against node catalogs lives; it may be absent from a deployment.
-PROMPT_VALIDATION_MODULE = "comfyq.catalog_validation"
+#: (module, class) of errors that submit raises from other parts of comfyq, looked up by name so
+#: the API still starts where one of those parts is absent.
+PROMPT_VALIDATION_ERROR = ("comfyq.catalog_validation", "PromptValidationError")
+EXTERNAL_INPUT_ERROR = ("comfyq.nodes.comfydeploy", "ExternalInputError")
 #: Fields an UnknownGpuType message may start with; anything else is the server's default GPU.
 GPU_FIELDS = ("gpu", "machine_id")
 
@@ -68,6 +72,12 @@ def _prompt_invalid(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=400, content=error.body)  # type: ignore[attr-defined]
 
 
+def _input_misfit(_: Request, error: Exception) -> JSONResponse:
+    # The message is "inputs.<name>: <problem> (node <id>, <class>)".
+    field, _, message = str(error).partition(": ")
+    return validation_response([FieldProblem(field, message)], kind="input_misfit")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer comfyq's errors with their status codes and bodies (see the module docstring)."""
     app.add_exception_handler(InvalidRunRequest, _invalid_request)
@@ -76,15 +86,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SubmitFailed, _unavailable)
     app.add_exception_handler(redis.ConnectionError, _unavailable)
     app.add_exception_handler(redis.TimeoutError, _unavailable)
-    prompt_error = prompt_validation_error_class()
-    if prompt_error is not None:
-        app.add_exception_handler(prompt_error, _prompt_invalid)
+    for (module, name), handler in ((PROMPT_VALIDATION_ERROR, _prompt_invalid),
+                                    (EXTERNAL_INPUT_ERROR, _input_misfit)):
+        error_class = optional_error_class(module, name)
+        if error_class is not None:
+            app.add_exception_handler(error_class, handler)
 
 
-def prompt_validation_error_class() -> type[Exception] | None:
-    """``PromptValidationError`` when graph validation is installed, else None."""
+def optional_error_class(module: str, name: str) -> type[Exception] | None:
+    """The error class ``module.name``, or None when that part of comfyq is not installed."""
     try:
-        module = importlib.import_module(PROMPT_VALIDATION_MODULE)
+        return getattr(importlib.import_module(module), name, None)
     except ImportError:
         return None
-    return getattr(module, "PromptValidationError", None)

@@ -44,7 +44,7 @@ class RunModel(WorkflowRunModel):
     is_realtime: bool = False
 
     @classmethod
-    def from_run(cls, run: WorkflowRunModel) -> "RunModel":
+    def from_run(cls, run: WorkflowRunModel) -> RunModel:
         fields = run.model_dump()
         fields["number"] = run.number or 0
         return cls(**fields, cold_start_duration_total=run.cold_start_duration)

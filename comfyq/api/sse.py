@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from comfyq.api.follow import RunFollower, RunSnapshot
@@ -36,7 +36,7 @@ def event_update(name: str, data: Any) -> bytes:
 
 
 def log_update(text: str) -> bytes:
-    moment = datetime.now(timezone.utc).isoformat()
+    moment = datetime.now(UTC).isoformat()
     return server_event("log_update", json.dumps({"logs": text, "timestamp": moment}))
 
 
