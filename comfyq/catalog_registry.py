@@ -235,9 +235,7 @@ def start_worker_publisher(client: redis.Redis, description: Mapping[str, Any],
     if not gpu_type:
         return
     try:
-        catalog, failed_packs = source()
-        for pack, error in failed_packs.items():
-            logger.error("custom node pack %s failed to load: %s", pack, error)
+        catalog, failed_packs = source()  # the registry logs each pack that failed to load
         publisher = CatalogPublisher(client, gpu_type, description["name"], catalog,
                                      failed_packs)
         publisher.start()

@@ -52,8 +52,10 @@ def class_line(name: str, entry: Mapping[str, Any]) -> str:
 def format_catalog(published: PublishedCatalog) -> str:
     """The whole report of one GPU type, as ``comfyq nodes`` prints it."""
     catalog = published.catalog
-    lines = [f"GPU {published.gpu_type}: {len(catalog)} node classes, offered by "
-             f"{len(published.workers)} worker(s): {', '.join(published.workers) or '-'}"]
+    workers = ", ".join(published.workers) or "-"
+    heading = (f"GPU {published.gpu_type}: {len(catalog)} node classes, offered by "
+               f"{len(published.workers)} worker(s): {workers}")
+    lines = [heading]
     lines += [f"  {class_line(name, catalog[name])}" for name in sorted(catalog)]
     failed = published.failed_packs
     if failed:
