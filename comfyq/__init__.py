@@ -27,6 +27,7 @@ from comfyq.errors import (  # noqa: E402
     UnknownGpuType,
     WaitTimeout,
 )
+from comfyq.catalog_validation import PromptValidationError  # noqa: E402
 from comfyq.models import GPU, RunStatus, WorkflowRunModel, WorkflowRunRequest  # noqa: E402
 from comfyq.producer import CancelResult, Client, SubmitFailed, cancel, get_run, submit, wait  # noqa: E402
 
@@ -37,6 +38,7 @@ __all__ = [
     "ComfyqError",
     "FieldProblem",
     "InvalidRunRequest",
+    "PromptValidationError",
     "RunNotFound",
     "RunStatus",
     "SubmitFailed",

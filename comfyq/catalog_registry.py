@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import threading
 import time
 import weakref
@@ -56,12 +57,21 @@ PUBLISH_GRACE_SECONDS = 30.0
 CatalogSource = Callable[[], tuple[dict, dict[str, str]]]
 
 
-def in_process_catalog() -> tuple[dict, dict[str, str]]:
-    """The catalog of this process's node registry (built-ins and packs), and failed packs."""
+def _registry_catalog() -> tuple[dict, dict[str, str]]:
     from comfyq.execution.registry import node_registry
 
     registry = node_registry()
     return build_catalog(registry.classes, registry.display_names), dict(registry.failed_packs)
+
+
+def in_process_catalog() -> tuple[dict, dict[str, str]]:
+    """The catalog of the in-process node registry (built-ins and packs), and failed packs.
+
+    Built in a freshly spawned process: the worker's main process forks its pool afterwards, and
+    a custom pack may touch CUDA when imported, which must never happen in a parent before a fork.
+    """
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_registry_catalog)
 
 
 def catalog_digest(catalog_json: str) -> str:
