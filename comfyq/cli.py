@@ -40,6 +40,11 @@ def _worker(args: argparse.Namespace) -> int:
                           f"({', '.join(settings.gpu_types)}); add them there")
     host = args.hostname or supervisor.default_host()
     specs = [supervisor.gpu_worker_spec(device, host, args.loglevel) for device in devices]
+    servers = _comfyui_servers(args, settings, devices)
+    if servers:
+        from comfyq.comfyui.launcher import with_servers
+
+        specs = with_servers(specs, servers, settings)
     if args.callbacks:
         specs.append(supervisor.callback_worker_spec(host, settings.callback_concurrency,
                                                      args.loglevel))
@@ -47,9 +52,25 @@ def _worker(args: argparse.Namespace) -> int:
         schedule = settings.data_dir.resolve() / f"beat-schedule-{host}"
         schedule.parent.mkdir(parents=True, exist_ok=True)
         specs.append(supervisor.beat_spec(str(schedule), args.loglevel))
+    server_of = {server.device.index: server for server in servers}
     for device in devices:
-        print(f"gpu{device.index}: {device.name} -> queue comfyq.gpu.{device.gpu_type}", flush=True)
+        where = f" on ComfyUI {server_of[device.index].url}" if device.index in server_of else ""
+        print(f"gpu{device.index}: {device.name} -> queue comfyq.gpu.{device.gpu_type}{where}",
+              flush=True)
     return supervisor.Supervisor(specs, grace_seconds=args.grace).run()
+
+
+def _comfyui_servers(args: argparse.Namespace, settings, devices) -> list:
+    """The ComfyUI server of each device, when the workers run graphs on ComfyUI."""
+    if args.comfyui_url is not None or args.comfyui_path is not None:
+        urls, path = args.comfyui_url, args.comfyui_path  # the command line wins over settings
+    else:
+        urls, path = settings.comfyui_urls, settings.comfyui_path
+    if not urls and not path:
+        return []
+    from comfyq.comfyui.launcher import device_servers
+
+    return device_servers(devices, urls, path, settings)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -160,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--grace", type=float, default=60.0,
                         help="seconds a run may take to finish after SIGTERM (default 60)")
     worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--comfyui-url", metavar="URL[,URL...]",
+                        help="run graphs on ComfyUI servers instead of in-process: one URL per "
+                             "device, in device order (default COMFYQ_COMFYUI_URLS)")
+    worker.add_argument("--comfyui-path", metavar="DIR",
+                        help="launch and supervise one ComfyUI per device from this checkout, "
+                             "pinned to the device, on port COMFYQ_COMFYUI_BASE_PORT + index")
     worker.set_defaults(handler=_worker)
 
     demo = commands.add_parser("demo", help="start everything locally and run a sample workflow")

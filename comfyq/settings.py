@@ -131,6 +131,56 @@ class Settings(BaseSettings):
         0.2, ge=0, description="Least time between two progress writes of one run."
     )
 
+    # --- ComfyUI servers as the backend (comfyq.comfyui) ---
+    comfyui_url: str | None = Field(
+        None, description="ComfyUI server this worker runs its graphs on (unset: in-process). "
+        "`comfyq worker --comfyui-url` sets it per device."
+    )
+    comfyui_urls: StrList = Field(
+        default_factory=list,
+        description="Default of `comfyq worker --comfyui-url`: one ComfyUI URL per device.",
+    )
+    comfyui_path: Path | None = Field(
+        None, description="Default of `comfyq worker --comfyui-path`: a ComfyUI checkout to "
+        "launch once per device."
+    )
+    comfyui_python: str | None = Field(
+        None, description="Python that runs a launched ComfyUI (default: the checkout's .venv "
+        "or venv, else this one)."
+    )
+    comfyui_base_port: int = Field(
+        8190, ge=1, le=65000, description="A launched ComfyUI listens on this port + device index."
+    )
+    comfyui_args: StrList = Field(
+        default_factory=list, description="More command-line options for a launched ComfyUI."
+    )
+    comfyui_startup_seconds: float = Field(
+        600.0, gt=0, description="How long a worker waits for its ComfyUI to answer before it "
+        "starts without it (runs then wait for the server)."
+    )
+    comfyui_request_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest one HTTP request to ComfyUI may take."
+    )
+    comfyui_interrupt_grace_seconds: float = Field(
+        10.0, ge=0, description="After a cancel or time limit, how long ComfyUI may take to "
+        "confirm the interrupt before the run ends anyway."
+    )
+    comfyui_unavailable_seconds: float = Field(
+        60.0, gt=0, description="How long a run waits for a ComfyUI that stopped answering "
+        "before it fails (or is retried once it answers)."
+    )
+    comfyui_retry_lost_prompt: bool = Field(
+        True, description="Post a run once more when its ComfyUI restarted mid-run and lost it; "
+        "false: the run fails saying so."
+    )
+    comfyui_probe_seconds: float = Field(
+        5.0, gt=0, description="Without news of a running prompt this long, ask ComfyUI's "
+        "/queue whether it still has it."
+    )
+    comfyui_max_output_bytes: int = Field(
+        4 * 2**30, gt=0, description="Largest output file downloaded from ComfyUI."
+    )
+
     metrics_host: str = Field(
         "127.0.0.1", description="Address `comfyq metrics` listens on (0.0.0.0 in a container)."
     )

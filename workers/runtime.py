@@ -10,6 +10,7 @@ import functools
 import os
 
 import redis
+from celery.signals import worker_init
 
 from comfyq.execution.runner import RunRunner, WorkerIdentity
 from comfyq.runs import RunStore
@@ -28,11 +29,42 @@ def run_store() -> RunStore:
 
 
 def build_backend():
-    """The graph backend this worker was configured with (in-process unless told otherwise)."""
+    """The graph backend this worker was configured with: a ComfyUI server when
+    ``COMFYQ_COMFYUI_URL`` is set (``comfyq worker --comfyui-url/--comfyui-path``), else
+    in-process."""
+    settings = get_settings()
+    if settings.comfyui_url:
+        from comfyq.comfyui.backend import ComfyUIBackend, ComfyUIOptions
+
+        return ComfyUIBackend(ComfyUIOptions.from_settings(settings, settings.comfyui_url))
     from comfyq.execution.inprocess import InProcessBackend
     from comfyq.execution.registry import node_classes
 
     return InProcessBackend(node_classes())
+
+
+def catalog_source():
+    """What this worker publishes as its node catalog (``comfyq.catalog_registry``): its
+    ComfyUI server's ``/object_info``, or the in-process registry's catalog."""
+    settings = get_settings()
+    if settings.comfyui_url:
+        from comfyq.comfyui.catalog import server_catalog_source
+
+        return server_catalog_source(settings.comfyui_url, settings.comfyui_request_timeout_seconds,
+                                     settings.comfyui_startup_seconds)
+    from comfyq.catalog_registry import in_process_catalog
+
+    return in_process_catalog
+
+
+@worker_init.connect
+def _publish_comfyui_catalog(**_) -> None:
+    # Connected at worker_init, so after presence's worker_ready receiver: it replaces the
+    # in-process catalog presence publishes with the ComfyUI server's.
+    if get_settings().comfyui_url:
+        from comfyq.comfyui.catalog import publish_server_catalog_on_ready
+
+        publish_server_catalog_on_ready(catalog_source())
 
 
 @functools.cache

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from comfyq.routing import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
@@ -40,11 +40,20 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass
 class ChildSpec:
-    """One process the supervisor keeps running."""
+    """One process the supervisor keeps running.
+
+    :param cwd: working directory (default: the supervisor's).
+    :param start_gate: when given, the child is first started once this returns true (checked
+        every loop turn), e.g. a GPU worker once its ComfyUI server answers.
+    :param stop_last: stop it only after the other children (a server they use).
+    """
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    start_gate: Callable[[], bool] | None = None
+    stop_last: bool = False
 
 
 def celery_command(*arguments: str) -> list[str]:
@@ -114,11 +123,19 @@ class Supervisor:
 
     def start(self) -> None:
         for spec in self.specs:
-            self._spawn(spec)
+            if spec.start_gate is None:
+                self._spawn(spec)
+        self._start_gated()
+
+    def _start_gated(self) -> None:
+        for spec in self.specs:
+            if spec.name not in self.processes and spec.start_gate is not None and (
+                    spec.start_gate()):
+                self._spawn(spec)
 
     def _spawn(self, spec: ChildSpec) -> None:
         env = {**os.environ, **spec.env}
-        self.processes[spec.name] = subprocess.Popen(spec.argv, env=env,
+        self.processes[spec.name] = subprocess.Popen(spec.argv, env=env, cwd=spec.cwd,
                                                      preexec_fn=_child_setup)
         self._started_at[spec.name] = time.monotonic()
         logger.info("started %s (pid %d)", spec.name, self.processes[spec.name].pid)
@@ -129,14 +146,15 @@ class Supervisor:
             signal.signal(signum, lambda *_: self._stopping.set())
         self.start()
         while not self._stopping.wait(0.5):
+            self._start_gated()
             self._restart_dead()
         self.stop()
         return 0
 
     def _restart_dead(self) -> None:
         for spec in self.specs:
-            process = self.processes[spec.name]
-            if process.poll() is None:
+            process = self.processes.get(spec.name)
+            if process is None or process.poll() is None:
                 continue
             uptime = time.monotonic() - self._started_at[spec.name]
             delay = RESTART_DELAY_SECONDS if uptime > HEALTHY_UPTIME_SECONDS else min(
@@ -149,12 +167,23 @@ class Supervisor:
             self._spawn(spec)
 
     def stop(self) -> None:
-        """Warm-stop every child, then kill those still running after the grace period."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        """Warm-stop every child, then kill those still running after the grace period.
+
+        Children marked ``stop_last`` (servers the workers use) are stopped once the others
+        have ended, so a run finishing during the warm stop still has its server.
+        """
         deadline = time.monotonic() + self.grace_seconds
-        for name, process in self.processes.items():
+        last = {spec.name for spec in self.specs if spec.stop_last}
+        self._stop_group([name for name in self.processes if name not in last], deadline)
+        self._stop_group([name for name in self.processes if name in last],
+                         max(deadline, time.monotonic() + 10.0))
+
+    def _stop_group(self, names: list[str], deadline: float) -> None:
+        for name in names:
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(signal.SIGTERM)
+        for name in names:
+            process = self.processes[name]
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

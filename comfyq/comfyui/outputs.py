@@ -1,0 +1,77 @@
+"""Bringing a finished prompt's output files from ComfyUI into comfyq's output store.
+
+Each ``{"filename", "subfolder", "type"}`` record of the history's ``outputs`` is downloaded with
+``/view`` into the run's own folder (``context.output_dir`` for ``output`` files, the run's temp
+folder otherwise) and rewritten to point there: its ``subfolder`` becomes the run id (plus any
+sub-folder the user's prefix asked for), as comfyq's in-process nodes write it, so the runner
+finds the file and records a ComfyDeploy output for it. Other ui entries (text, numbers) are
+kept as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from comfyq.comfyui.client import ComfyUIClient, ComfyUIRequestError
+from comfyq.comfyui.prepare import run_folder
+from comfyq.execution.context import RunContext
+
+
+def is_file_record(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("filename"), str) and "type" in item
+
+
+def local_subfolder(server_subfolder: str, run_id: str) -> str:
+    """Where a server sub-folder goes under the run: ``comfyq/<run>/x`` -> ``<run>/x``."""
+    own = run_folder(run_id)
+    if server_subfolder == own or server_subfolder.startswith(own + "/"):
+        rest = server_subfolder[len(own):].strip("/")
+    else:
+        rest = server_subfolder.strip("/")
+    return "/".join(part for part in (run_id, rest) if part)
+
+
+def _safe_relative(subfolder: str, filename: str) -> PurePosixPath:
+    path = PurePosixPath(subfolder, filename)
+    if path.is_absolute() or ".." in path.parts or "/" in filename or "\\" in filename:
+        raise ComfyUIRequestError(f"output file {subfolder}/{filename} would leave the run folder")
+    return path
+
+
+class OutputFetcher:
+    """Downloads one run's output files.
+
+    :param client: the server's client.
+    :param context: the run (its output and temp folders).
+    :param max_bytes: the largest file accepted.
+    """
+
+    def __init__(self, client: ComfyUIClient, context: RunContext, max_bytes: int) -> None:
+        self.client = client
+        self.context = context
+        self.max_bytes = max_bytes
+
+    def fetch(self, outputs: Mapping[str, Mapping[str, Any]], node_ids: Iterable[str]
+              ) -> dict[str, dict[str, Any]]:
+        """The ui dicts of ``node_ids`` (those in ``outputs``), their files downloaded."""
+        wanted = set(node_ids)
+        return {node_id: self._localize_ui(ui) for node_id, ui in outputs.items()
+                if node_id in wanted and isinstance(ui, Mapping)}
+
+    def _localize_ui(self, ui: Mapping[str, Any]) -> dict[str, Any]:
+        return {kind: [self._localize(item) for item in items] if isinstance(items, list)
+                else items for kind, items in ui.items()}
+
+    def _localize(self, item: Any) -> Any:
+        if not is_file_record(item):
+            return item
+        run_id = self.context.run_id
+        subfolder = local_subfolder(str(item.get("subfolder") or ""), run_id)
+        relative = _safe_relative(subfolder, item["filename"])
+        root = self.context.output_dir if item["type"] == "output" else self.context.temp_dir
+        # Both roots already end in the run id, the first part of ``relative``.
+        destination = Path(root, *relative.parts[1:])
+        self.client.download(item, destination, self.max_bytes)
+        return {**item, "subfolder": subfolder}
