@@ -289,6 +289,45 @@ def test_stream_reports_progress_as_it_happens_and_ends_with_the_final_status(ap
     assert all(u["data"]["run_id"] == run_id for u in updates)
 
 
+def test_a_stream_the_client_leaves_lets_go_of_its_subscription(api, redis_client):
+    with GatedImageServer() as gate:
+        response = api.call("POST", "/run/workflow/stream", stream=True, json=request(
+            held_graph(), inputs={"picture": gate.url()}))
+        channel = keys.run_updates(response.headers["x-comfyq-run-id"])
+        events = server_events(response)  # kept: dropping it would close the connection
+        # Once the first status arrives, the server is subscribed to the run's channel.
+        next(data for name, data in events if name == "event_update" and data["event"] == "status")
+        assert dict(redis_client.pubsub_numsub(channel))[channel] == 1
+        response.close()
+        deadline = time.monotonic() + 10
+        while dict(redis_client.pubsub_numsub(channel))[channel] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subscribers = dict(redis_client.pubsub_numsub(channel))[channel]
+    assert subscribers == 0
+
+
+def test_a_stream_ends_with_stream_timeout_when_the_run_outlives_its_limit(fleet_settings, fleet,
+                                                                          client):
+    from comfyq.api import create_app
+
+    settings = fleet_settings[1].model_copy(update={"api_tokens": list(TOKENS),
+                                                    "api_stream_timeout_seconds": 1.0})
+    with ThreadedServer(create_app(settings)) as server, GatedImageServer() as gate:
+        started = time.monotonic()
+        response = ApiServer(server.root).call("POST", "/run/workflow/stream", stream=True,
+                                               json=request(held_graph(),
+                                                            inputs={"picture": gate.url()}))
+        updates = [data for name, data in server_events(response) if name == "event_update"]
+        took = time.monotonic() - started
+        gate.open()
+        run_id = response.headers["x-comfyq-run-id"]
+        assert client.wait(run_id, 60).status == RunStatus.SUCCESS
+    assert 1.0 <= took < 10
+    assert updates[-1]["event"] == "stream_timeout"
+    assert updates[-1]["data"]["run_id"] == run_id
+    assert updates[-1]["data"]["status"] in ("queued", "started", "running")
+
+
 # --- authentication ---------------------------------------------------------------------------
 
 RUN_ENDPOINTS = [("POST", "/run/workflow/queue"), ("POST", "/run/workflow/sync"),
