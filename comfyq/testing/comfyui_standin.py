@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import ipaddress
 import json
 import logging
@@ -42,6 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
+from comfyq import graph as graph_structure
 from comfyq.catalog import build_catalog
 from comfyq.catalog_validation import PromptValidationError, validate_prompt
 from comfyq.testing.standin_nodes import StandinServices, standin_node_classes
@@ -61,9 +63,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 def _empty(status: int = 200) -> web.Response:
     """ComfyUI's bodiless answers: no content, no content type."""
-    response = web.Response(status=status)
-    response.content_type = None  # type: ignore[assignment]
-    return response
+    return web.Response(status=status)
 
 
 def _prompt_error(error_type: str, message: str, details: str) -> dict[str, Any]:
@@ -323,18 +323,27 @@ class StandinComfyUI:
 
         comfyq's validation refuses a prompt with any bad output; ComfyUI runs the good ones
         and lists the bad ones, so the good outputs are those no error's ``dependent_outputs``
-        names.
+        names. Classes' own ``VALIDATE_INPUTS`` (LoadImage's file check) run here too, as in
+        ComfyUI.
         """
+        error = dict(_OUTPUTS_FAILED)
+        node_errors: dict[str, Any] = {}
         try:
             validate_prompt(prompt, self.catalog)
         except PromptValidationError as rejection:
             if rejection.error_type != "prompt_outputs_failed_validation":
                 return [], rejection.body
-            failed = {output for error in rejection.node_errors.values()
-                      for output in error.get("dependent_outputs", [])}
-            good = [node_id for node_id in self._output_nodes(prompt) if node_id not in failed]
-            return (good, rejection.node_errors) if good else ([], rejection.body)
-        return self._output_nodes(prompt), {}
+            error, node_errors = rejection.body["error"], dict(rejection.node_errors)
+        outputs = self._output_nodes(prompt)
+        for node_id, errors in custom_validation_errors(prompt, self.node_classes, outputs,
+                                                        skip=set(node_errors)).items():
+            node_errors[node_id] = errors
+        failed = {output for errors in node_errors.values()
+                  for output in errors.get("dependent_outputs", [])}
+        good = [node_id for node_id in outputs if node_id not in failed]
+        if not good:
+            return [], {"error": error, "node_errors": node_errors}
+        return good, node_errors
 
     def _output_nodes(self, prompt: dict[str, Any]) -> list[str]:
         return [node_id for node_id, node in prompt.items()
@@ -429,6 +438,40 @@ class StandinComfyUI:
         self.refuse_websockets_until = time.monotonic() + float(body.get("refuse_seconds", 0))
         await self._close_sockets()
         return _empty()
+
+
+_OUTPUTS_FAILED = {"type": "prompt_outputs_failed_validation",
+                   "message": "Prompt outputs failed validation", "details": "", "extra_info": {}}
+
+
+def custom_validation_errors(prompt: dict[str, Any], node_classes: dict[str, type],
+                             outputs: list[str], skip: set[str]) -> dict[str, dict[str, Any]]:
+    """``node_errors`` entries from the ``VALIDATE_INPUTS`` of the classes that define one.
+
+    Like ComfyUI, only literal inputs named in the method's signature are passed, and a result
+    other than True is a ``custom_validation_failed`` error on each of those inputs.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for node_id in graph_structure.ancestors_and_self(prompt, outputs):
+        node_class = node_classes.get(prompt[node_id]["class_type"])
+        validate = getattr(node_class, "VALIDATE_INPUTS", None)
+        if node_id in skip or validate is None:
+            continue
+        names = inspect.signature(validate).parameters
+        literals = {name: value for name, value in prompt[node_id].get("inputs", {}).items()
+                    if name in names and graph_structure.as_link(value) is None}
+        result = validate(**literals)
+        if result is True:
+            continue
+        found[node_id] = {
+            "errors": [{"type": "custom_validation_failed",
+                        "message": "Custom validation failed for node",
+                        "details": name if result is False else f"{name} - {result}",
+                        "extra_info": {"input_name": name}} for name in literals],
+            "dependent_outputs": [output for output in outputs if node_id in
+                                  graph_structure.ancestors_and_self(prompt, [output])],
+            "class_type": prompt[node_id]["class_type"]}
+    return found
 
 
 def _upload_name(folder: Path, filename: str, data: bytes, overwrite: bool) -> str | None:

@@ -69,6 +69,14 @@ def _load_image_class(services: StandinServices) -> type:
         FUNCTION = "load_image"
         CATEGORY = "image"
 
+        @classmethod
+        def VALIDATE_INPUTS(cls, image: str) -> bool | str:
+            try:
+                exists = _annotated_path(services.input_dir, image).is_file()
+            except ValueError:
+                exists = False
+            return True if exists else f"Invalid image file: {image}"
+
         def load_image(self, image: str) -> tuple[np.ndarray, np.ndarray]:
             with Image.open(_annotated_path(services.input_dir, image)) as picture:
                 upright = ImageOps.exif_transpose(picture)
