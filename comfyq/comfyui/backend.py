@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 #: Pause between attempts to reach a server that does not answer.
 RECONNECT_PAUSE_SECONDS = 0.5
-#: Timeout of the quick requests made while stopping, probing or recovering.
+#: Longest timeout of the quick requests made while stopping, probing or recovering.
 QUICK_TIMEOUT_SECONDS = 5.0
 #: How long the history may lag behind ``executing{node: null}`` (it should not at all).
 HISTORY_WAIT_SECONDS = 2.0
@@ -175,6 +175,7 @@ class PromptRun:
         self.succeeded = False
         self.history: dict[str, Any] | None = None
         self.retries_left = 1 if self.options.retry_lost_prompt else 0
+        self.quick_timeout = min(QUICK_TIMEOUT_SECONDS, self.options.request_timeout)
         self._last_check = self._last_heard = time.monotonic()
 
     def class_of(self, node_id: str) -> str:
@@ -218,7 +219,7 @@ class PromptRun:
         deadline = time.monotonic() + self.options.unavailable_seconds
         while True:
             try:
-                self.events.connect(QUICK_TIMEOUT_SECONDS)
+                self.events.connect(self.quick_timeout)
                 return
             except EventStreamLost as error:
                 self._pause_or_give_up(deadline, error)
@@ -320,11 +321,11 @@ class PromptRun:
 
     def _where(self) -> tuple[str, dict[str, Any] | None]:
         """``("running"|"pending"|"finished"|"missing", history entry)``."""
-        queue = self.client.queue(QUICK_TIMEOUT_SECONDS)
+        queue = self.client.queue(self.quick_timeout)
         for state in ("running", "pending"):
             if any(item[1] == self.prompt_id for item in queue.get(f"queue_{state}") or []):
                 return state, None
-        entry = self.client.history(self.prompt_id, QUICK_TIMEOUT_SECONDS)
+        entry = self.client.history(self.prompt_id, self.quick_timeout)
         return ("finished", entry) if entry is not None else ("missing", None)
 
     def _probe(self) -> None:
@@ -351,7 +352,7 @@ class PromptRun:
         deadline = time.monotonic() + self.options.unavailable_seconds
         while True:
             try:
-                self.events.connect(QUICK_TIMEOUT_SECONDS)
+                self.events.connect(self.quick_timeout)
                 where, entry = self._where()
                 break
             except (EventStreamLost, ComfyUIUnavailable) as error:
@@ -411,8 +412,8 @@ class PromptRun:
         if not self.accepted or self.finished:
             return
         try:
-            self.client.delete_from_queue([self.prompt_id], QUICK_TIMEOUT_SECONDS)
-            self.client.interrupt(self.prompt_id, QUICK_TIMEOUT_SECONDS)
+            self.client.delete_from_queue([self.prompt_id], self.quick_timeout)
+            self.client.interrupt(self.prompt_id, self.quick_timeout)
         except (ComfyUIUnavailable, ComfyUIRequestError) as error:
             logger.warning("run %s: could not stop the prompt on ComfyUI: %s", self.prompt_id,
                            error)
@@ -426,30 +427,40 @@ class PromptRun:
                        self.prompt_id, self.options.url, self.options.interrupt_grace)
 
     def _stop_confirmed(self) -> bool:
-        try:
-            frame = self.events.next(POLL_SECONDS)
-        except EventStreamLost:
-            frame = None
-            time.sleep(POLL_SECONDS)
-        if frame is not None:
-            data = frame.get("data") or {}
-            if data.get("prompt_id") != self.prompt_id:
-                return False
-            kind = frame.get("type")
-            return kind in ("execution_interrupted", "execution_success", "execution_error") or (
-                kind == "executing" and data.get("node") is None)
+        """Whether the prompt has left the server's queue; else wait a poll for its events."""
         try:
             where, _ = self._where()
         except (ComfyUIUnavailable, ComfyUIRequestError):
+            where = "unknown"
+        if where in ("finished", "missing"):
+            return True
+        until = time.monotonic() + POLL_SECONDS
+        while (left := until - time.monotonic()) > 0:
+            try:
+                frame = self.events.next(left)
+            except EventStreamLost:
+                time.sleep(left)
+                return False
+            if frame is None:
+                return False
+            if self._ends_prompt(frame):
+                return True
+        return False
+
+    def _ends_prompt(self, frame: Mapping[str, Any]) -> bool:
+        data = frame.get("data") or {}
+        if not isinstance(data, dict) or data.get("prompt_id") != self.prompt_id:
             return False
-        return where not in ("running", "pending")
+        kind = frame.get("type")
+        return kind in ("execution_interrupted", "execution_success", "execution_error") or (
+            kind == "executing" and data.get("node") is None)
 
     def _withdraw(self) -> None:
         """Best effort, without waiting: take an abandoned prompt off the server."""
         if not self.accepted or self.finished:
             return
         try:
-            self.client.delete_from_queue([self.prompt_id], QUICK_TIMEOUT_SECONDS)
-            self.client.interrupt(self.prompt_id, QUICK_TIMEOUT_SECONDS)
+            self.client.delete_from_queue([self.prompt_id], self.quick_timeout)
+            self.client.interrupt(self.prompt_id, self.quick_timeout)
         except (ComfyUIUnavailable, ComfyUIRequestError):
             pass

@@ -110,7 +110,11 @@ class EventStream:
             socket, self._socket = self._socket, None
             self._generation += 1
         if socket is not None:
+            # Not a closing handshake: the reader thread holds the socket's read lock while it
+            # waits, so a graceful close would wait on a frozen server forever. Shutting the
+            # socket down wakes the reader, which then ends.
             try:
-                socket.close(timeout=1)
+                socket.abort()
+                socket.shutdown()
             except (OSError, websocket.WebSocketException):
                 pass

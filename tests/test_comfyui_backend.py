@@ -1,0 +1,432 @@
+"""The ComfyUI backend against the stand-in ComfyUI (a real server on loopback).
+
+The first part drives :class:`ComfyUIBackend` directly with a run context, as the runner does,
+for the run flow and every failure path (including a killed, restarted or frozen server
+process). The second part goes through real ``comfyq worker --comfyui-url`` processes: the run
+records, outputs and webhooks a user sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from comfyq.comfyui.backend import ComfyUIBackend, ComfyUIOptions
+from comfyq.comfyui.errors import ComfyUIRunError
+from comfyq.execution.context import RunCancelled, RunContext
+from comfyq.execution.runner import RunDeadlinePassed
+from comfyq.testing.comfyui_standin import StandinComfyUI
+from comfyq.testing.standin_process import StandinProcess
+
+
+# --- graphs ---------------------------------------------------------------------------------
+
+def invert_graph(prefix: Any = "inverted", color: int = 0xFF0000) -> dict[str, Any]:
+    return {
+        "1": {"class_type": "EmptyImage",
+              "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": color}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def chain(*nodes: tuple[str, dict[str, Any]], prefix: str = "chain") -> dict[str, Any]:
+    """EmptyImage -> each (class, inputs) node in turn -> SaveImage "99"."""
+    graph: dict[str, Any] = {"1": {"class_type": "EmptyImage", "inputs": {
+        "width": 8, "height": 8, "batch_size": 1, "color": 0x00FF00}}}
+    previous = "1"
+    for index, (class_type, inputs) in enumerate(nodes, start=10):
+        graph[str(index)] = {"class_type": class_type,
+                             "inputs": {"images": [previous, 0], **inputs}}
+        previous = str(index)
+    graph["99"] = {"class_type": "SaveImage",
+                   "inputs": {"images": [previous, 0], "filename_prefix": prefix}}
+    return graph
+
+
+def sleep(seconds: float, steps: int) -> tuple[str, dict[str, Any]]:
+    return "StandinSleep", {"seconds": seconds, "progress_steps": steps}
+
+
+# --- running the backend as the runner does ---------------------------------------------------
+
+class Stop:
+    """A run's ``check_cancelled``: cancelled when told, past its deadline after ``limit``."""
+
+    def __init__(self, limit: float | None = None) -> None:
+        self.cancelled = threading.Event()
+        self.deadline = None if limit is None else time.monotonic() + limit
+
+    def __call__(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RunDeadlinePassed("deadline")
+        if self.cancelled.is_set():
+            raise RunCancelled("cancelled")
+
+
+class Run:
+    """One run through a backend, with what it reported."""
+
+    def __init__(self, backend: ComfyUIBackend, root: Path, limit: float | None = None) -> None:
+        self.backend = backend
+        self.run_id = str(uuid.uuid4())
+        self.stop = Stop(limit)
+        self.started: list[tuple[str, str, int, int]] = []
+        self.progress: list[tuple[float, float, str | None]] = []
+        self.node_started = threading.Event()
+        self.context = RunContext(
+            run_id=self.run_id, output_dir=root / "outputs" / self.run_id,
+            temp_dir=root / "temp" / self.run_id, check_cancelled=self.stop,
+            report_progress=lambda value, maximum, node: self.progress.append(
+                (value, maximum, node)))
+
+    def _started(self, *event: Any) -> None:
+        self.started.append(event)
+        self.node_started.set()
+
+    def execute(self, graph: dict[str, Any], inputs: dict[str, Any] | None = None) -> dict:
+        return self.backend.execute(graph, inputs, self.context, self._started)
+
+
+def options(url: str, **overrides: Any) -> ComfyUIOptions:
+    defaults = {"request_timeout": 5.0, "interrupt_grace": 2.0, "unavailable_seconds": 10.0,
+                "probe_seconds": 1.0}
+    return ComfyUIOptions(url=url, **{**defaults, **overrides})
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def history(url: str, prompt_id: str) -> dict[str, Any]:
+    return requests.get(f"{url}/history/{prompt_id}", timeout=10).json().get(prompt_id) or {}
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    with StandinComfyUI(tmp_path_factory.mktemp("standin")) as server:
+        yield server
+
+
+@pytest.fixture
+def backend(standin):
+    made = ComfyUIBackend(options(standin.url))
+    yield made
+    made.close()
+
+
+@contextlib.contextmanager
+def standin_process(tmp_path: Path, *args: str) -> Iterator[StandinProcess]:
+    server = StandinProcess(tmp_path / "server", extra_args=args, log_path=tmp_path / "s.log")
+    try:
+        yield server.start()
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)
+        server.kill()
+
+
+# --- the run flow -------------------------------------------------------------------------------
+
+def test_outputs_are_downloaded_into_the_run_folder_under_unique_server_names(
+        standin, backend, tmp_path):
+    graph = {**invert_graph(["10", 0]),
+             "10": {"class_type": "ComfyUIDeployExternalText",
+                    "inputs": {"input_id": "prefix", "default_value": "plain"}},
+             "4": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    first, second = Run(backend, tmp_path), Run(backend, tmp_path)
+    outputs = first.execute(graph, {"prefix": "cyan"})
+    second.execute(graph, {"prefix": "cyan"})
+
+    assert outputs["3"] == {"images": [{"filename": "cyan_00001_.png",
+                                        "subfolder": first.run_id, "type": "output"}]}
+    assert (pixels(tmp_path / "outputs" / first.run_id / "cyan_00001_.png") == [0, 255, 255]).all()
+    [preview] = outputs["4"]["images"]
+    assert preview["type"] == "temp" and preview["subfolder"] == first.run_id
+    assert (pixels(tmp_path / "temp" / first.run_id / preview["filename"]) == [255, 0, 0]).all()
+    assert (tmp_path / "outputs" / second.run_id / "cyan_00001_.png").is_file()
+    assert sorted((node, cls) for node, cls, _, _ in first.started) == [
+        ("1", "EmptyImage"), ("10", "ComfyUIDeployExternalText"), ("2", "ImageInvert"),
+        ("3", "SaveImage"), ("4", "PreviewImage")]  # the added prefix node is not shown
+    posted = history(standin.url, first.run_id)["prompt"][2]
+    helper = posted["3"]["inputs"]["filename_prefix"][0]
+    assert posted[helper]["inputs"]["string_a"] == f"comfyq/{first.run_id}/"
+    saved = history(standin.url, second.run_id)["outputs"]["3"]["images"][0]
+    assert saved["subfolder"] == f"comfyq/{second.run_id}"
+
+
+def test_progress_within_a_node_is_reported(backend, tmp_path):
+    run = Run(backend, tmp_path)
+    run.execute(chain(sleep(0.3, 5)))
+    assert run.progress == [(float(step), 5.0, "10") for step in range(1, 6)]
+    assert [(node, index, total) for node, _, index, total in run.started] == [
+        ("1", 0, 3), ("10", 1, 3), ("99", 2, 3)]
+
+
+def test_a_rejected_prompt_fails_with_comfyuis_node_errors(backend, tmp_path):
+    graph = invert_graph()
+    graph["1"]["inputs"]["width"] = 0
+    with pytest.raises(ComfyUIRunError) as failure:
+        Run(backend, tmp_path).execute(graph)
+    error = failure.value.as_dict()
+    assert (error["node_id"], error["node_type"], error["exception_type"]) == (
+        "1", "EmptyImage", "prompt_outputs_failed_validation")
+    [problem] = error["node_errors"]["1"]["errors"]
+    assert problem["type"] == "value_smaller_than_min"
+    assert "width" in error["exception_message"]
+
+
+def test_an_accepted_prompt_with_node_errors_is_a_failure_not_a_partial_success(
+        standin, backend, tmp_path):
+    graph = {**invert_graph(),
+             "4": {"class_type": "EmptyImage",
+                   "inputs": {"width": 8, "height": 99999, "batch_size": 1, "color": 0}},
+             "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0],
+                                                         "filename_prefix": "bad"}}}
+    run = Run(backend, tmp_path)
+    with pytest.raises(ComfyUIRunError) as failure:
+        run.execute(graph)
+    error = failure.value.as_dict()
+    assert error["exception_type"] == "prompt_outputs_failed_validation"
+    assert list(error["node_errors"]) == ["4"]
+    assert error["node_errors"]["4"]["dependent_outputs"] == ["5"]
+    assert not (tmp_path / "outputs" / run.run_id).exists()
+
+
+def test_execution_error_keeps_node_exception_and_traceback(backend, tmp_path):
+    graph = chain(("StandinFail", {"message": "out of paint"}))
+    with pytest.raises(ComfyUIRunError) as failure:
+        Run(backend, tmp_path).execute(graph)
+    error = failure.value.as_dict()
+    assert (error["node_id"], error["node_type"], error["exception_type"],
+            error["exception_message"]) == ("10", "StandinFail", "RuntimeError", "out of paint")
+    assert "raise RuntimeError(message)" in error["traceback"]
+    assert error["executed"] == ["1"]
+
+
+# --- cancel and time limits ----------------------------------------------------------------------
+
+def test_cancel_interrupts_the_running_prompt(standin, backend, tmp_path):
+    run = Run(backend, tmp_path)
+    threading.Timer(0.5, run.stop.cancelled.set).start()
+    began = time.monotonic()
+    with pytest.raises(RunCancelled):
+        run.execute(chain(sleep(20, 200)))
+    assert time.monotonic() - began < 3
+    messages = history(standin.url, run.run_id)["status"]["messages"]
+    assert messages[-1][0] == "execution_interrupted" and messages[-1][1]["node_id"] == "10"
+
+
+def test_cancel_of_a_queued_prompt_deletes_it_from_comfyuis_queue(standin, backend, tmp_path):
+    blocker = f"other-client-{uuid.uuid4().hex[:6]}"
+    requests.post(f"{standin.url}/prompt", timeout=10, json={
+        "prompt": chain(sleep(2.0, 20), prefix="other"), "prompt_id": blocker})
+    run = Run(backend, tmp_path)
+    threading.Timer(0.5, run.stop.cancelled.set).start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(RunCancelled):
+            run.execute(invert_graph())
+        assert time.monotonic() - began < 1.5
+        queue = requests.get(f"{standin.url}/queue", timeout=10).json()
+        assert [item[1] for item in queue["queue_running"]] == [blocker]
+        assert queue["queue_pending"] == []
+    finally:
+        requests.post(f"{standin.url}/interrupt", json={"prompt_id": blocker}, timeout=10)
+    time.sleep(0.3)
+    assert history(standin.url, run.run_id) == {}  # it never ran
+
+
+def test_a_node_that_never_yields_ends_the_run_after_the_grace_period(tmp_path):
+    with StandinComfyUI(tmp_path / "server") as server:
+        backend = ComfyUIBackend(options(server.url, interrupt_grace=1.0))
+        run = Run(backend, tmp_path, limit=0.5)
+        began = time.monotonic()
+        with pytest.raises(RunDeadlinePassed):
+            run.execute(chain(sleep(60, 0)))
+        elapsed = time.monotonic() - began
+        queue = requests.get(f"{server.url}/queue", timeout=10).json()
+        backend.close()
+    assert 1.4 < elapsed < 3.5
+    assert [item[1] for item in queue["queue_running"]] == [run.run_id]  # still stuck there
+
+
+# --- lost connections and servers -------------------------------------------------------------
+
+@pytest.mark.parametrize("refuse_seconds", [0.2, 1.5], ids=["reconnect-mid-run",
+                                                          "finished-while-away"])
+def test_websocket_dropped_mid_run_is_recovered(standin, backend, tmp_path, refuse_seconds):
+    run = Run(backend, tmp_path)
+    graph = chain(("StandinDropWebsockets", {"refuse_seconds": refuse_seconds}),
+                  sleep(0.6, 6))
+    outputs = run.execute(graph)
+    [image] = outputs["99"]["images"]
+    assert (tmp_path / "outputs" / run.run_id / image["filename"]).is_file()
+    if refuse_seconds < 0.6:  # reconnected while the sleep still ran: its progress came
+        assert run.progress and run.progress[-1][:2] == (6.0, 6.0)
+
+
+def kill_when_started(run: Run, server: StandinProcess, restart: bool) -> threading.Thread:
+    def kill() -> None:
+        assert run.node_started.wait(20)
+        time.sleep(0.3)
+        if restart:
+            server.restart()
+        else:
+            server.kill()
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread
+
+
+def test_server_killed_mid_run_is_retried_once_on_the_restarted_server(tmp_path):
+    with standin_process(tmp_path) as server:
+        backend = ComfyUIBackend(options(server.url))
+        run = Run(backend, tmp_path)
+        killer = kill_when_started(run, server, restart=True)
+        outputs = run.execute(chain(sleep(1.5, 15)))
+        killer.join()
+        assert history(server.url, run.run_id)["status"]["status_str"] == "success"
+        backend.close()
+    assert (tmp_path / "outputs" / run.run_id / outputs["99"]["images"][0]["filename"]).is_file()
+
+
+def test_server_killed_mid_run_fails_the_run_when_retrying_is_off(tmp_path):
+    with standin_process(tmp_path) as server:
+        backend = ComfyUIBackend(options(server.url, retry_lost_prompt=False))
+        run = Run(backend, tmp_path)
+        killer = kill_when_started(run, server, restart=True)
+        with pytest.raises(ComfyUIRunError) as failure:
+            run.execute(chain(sleep(1.5, 15)))
+        killer.join()
+        backend.close()
+    error = failure.value.as_dict()
+    assert error["exception_type"] == "ComfyUIServerLost"
+    assert "lost the prompt" in error["exception_message"] and "retrying is off" in error[
+        "exception_message"]
+    assert error["node_id"] == "10" and error["node_type"] == "StandinSleep"
+
+
+def test_server_gone_for_good_fails_the_run_after_the_wait(tmp_path):
+    with standin_process(tmp_path) as server:
+        backend = ComfyUIBackend(options(server.url, unavailable_seconds=1.5))
+        run = Run(backend, tmp_path)
+        killer = kill_when_started(run, server, restart=False)
+        began = time.monotonic()
+        with pytest.raises(ComfyUIRunError) as failure:
+            run.execute(chain(sleep(5, 50)))
+        killer.join()
+        backend.close()
+    assert failure.value.exception_type == "ComfyUIServerLost"
+    assert "no answer for 1.5 s" in failure.value.exception_message
+    assert time.monotonic() - began < 6
+
+
+def test_server_that_stops_answering_does_not_hang_the_run(tmp_path):
+    with standin_process(tmp_path) as server:
+        backend = ComfyUIBackend(options(server.url, request_timeout=0.5, probe_seconds=0.5,
+                                         unavailable_seconds=1.5))
+        run = Run(backend, tmp_path)
+
+        def freeze() -> None:
+            assert run.node_started.wait(20)
+            server.process.send_signal(signal.SIGSTOP)
+
+        threading.Thread(target=freeze).start()
+        began = time.monotonic()
+        with pytest.raises(ComfyUIRunError) as failure:
+            run.execute(chain(sleep(0.2, 1), ("StandinSleep", {"seconds": 30,
+                                                               "progress_steps": 0})))
+        backend.close()
+    assert failure.value.exception_type == "ComfyUIServerLost"
+    assert time.monotonic() - began < 8
+
+
+# --- input images ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def image_server(data: bytes) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/input.png"
+    finally:
+        server.shutdown()
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (6, 4)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def external_image_graph() -> dict[str, Any]:
+    return {"1": {"class_type": "ComfyUIDeployExternalImage", "inputs": {"input_id": "photo"}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
+                                                        "filename_prefix": "photo"}}}
+
+
+def test_image_url_is_fetched_and_uploaded_when_the_server_lacks_comfydeploy_nodes(tmp_path):
+    with StandinComfyUI(tmp_path / "server", hidden_classes=["ComfyUIDeployExternalImage"]
+                        ) as server, image_server(png((10, 20, 200))) as url:
+        backend = ComfyUIBackend(options(server.url))
+        run = Run(backend, tmp_path)
+        outputs = run.execute(external_image_graph(), {"photo": url})
+        posted = history(server.url, run.run_id)["prompt"][2]
+        backend.close()
+    assert posted["1"] == {"class_type": "LoadImage",
+                           "inputs": {"image": f"comfyq/{run.run_id}_1.png"}}
+    saved = tmp_path / "outputs" / run.run_id / outputs["3"]["images"][0]["filename"]
+    # 255 - 200 is 54 after float rounding: ComfyUI truncates when it quantises, as comfyq does.
+    assert pixels(saved).shape == (4, 6, 3) and (pixels(saved) == [245, 235, 54]).all()
+
+
+def test_image_url_is_passed_on_when_the_server_has_comfydeploy_nodes(standin, backend,
+                                                                      tmp_path):
+    with image_server(png((0, 0, 0))) as url:
+        run = Run(backend, tmp_path)
+        outputs = run.execute(external_image_graph(), {"photo": url})
+    posted = history(standin.url, run.run_id)["prompt"][2]
+    assert posted["1"]["class_type"] == "ComfyUIDeployExternalImage"
+    assert posted["1"]["inputs"]["input_id"] == url
+    saved = tmp_path / "outputs" / run.run_id / outputs["3"]["images"][0]["filename"]
+    assert (pixels(saved) == [255, 255, 255]).all()
+
+
+def test_unreachable_image_url_fails_the_run_on_its_node(tmp_path):
+    with StandinComfyUI(tmp_path / "server",
+                        hidden_classes=["ComfyUIDeployExternalImage"]) as server:
+        backend = ComfyUIBackend(options(server.url))
+        with pytest.raises(Exception) as failure:
+            Run(backend, tmp_path).execute(external_image_graph(),
+                                           {"photo": "http://127.0.0.1:9/nothing.png"})
+        backend.close()
+    assert failure.value.node_id == "1"
+    assert failure.value.class_type == "ComfyUIDeployExternalImage"
+    assert "input_id" in failure.value.exception_message
