@@ -1,4 +1,5 @@
-"""The FastAPI application: run endpoints under the configured prefix, probes, auth, limits.
+"""The FastAPI application: run endpoints under the configured prefix, probes, run pages under
+``/ui`` (:mod:`comfyq.web`), Prometheus metrics at ``/metrics``, auth, limits.
 
 Requests pass, outermost first: bearer-token check (401), body size limit (413), then FastAPI's
 routing, with comfyq's errors answered as :mod:`comfyq.api.errors` describes.
@@ -12,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from comfyq.api import health, routes
 from comfyq.api.auth import BearerAuthMiddleware
@@ -20,11 +22,16 @@ from comfyq.api.errors import install_error_handlers
 from comfyq.api.follow import RunFollower
 from comfyq.api.openapi import install_openapi
 from comfyq.errors import ComfyqError
+from comfyq.metrics import metrics_asgi_app, metrics_registry
 from comfyq.producer import Client
 from comfyq.settings import Settings, get_settings
+from comfyq.web import public_paths as ui_public_paths
+from comfyq.web import router as ui_router
 
 DOCS_PATH = "/docs"
 OPENAPI_PATH = "/openapi.json"
+#: Prometheus metrics of the deployment; they need the token like every run endpoint.
+METRICS_PATH = "/metrics"
 DESCRIPTION = """comfyq's HTTP API: ComfyDeploy's run endpoints, served by your own GPU fleet.
 
 A client written for ComfyDeploy (its SDKs included) works unchanged once its server URL points
@@ -53,6 +60,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
                           "bearer tokens the HTTP API accepts)")
     client = client or Client(settings)
     context = routes.ApiContext(settings, client)
+    metrics = metrics_registry(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +68,8 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         async_redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
                                               health_check_interval=30)
         context.follower = RunFollower(async_redis)
+        # A first collection makes the metrics' counters count from the API's start.
+        await run_in_threadpool(lambda: list(metrics.collect()))
         try:
             yield
         finally:
@@ -70,9 +80,11 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.state.comfyq = context
     app.include_router(routes.router, prefix=settings.api_path_prefix)
     app.include_router(health.router)
+    app.include_router(ui_router)
+    app.add_route(METRICS_PATH, metrics_asgi_app(metrics), include_in_schema=False)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, tokens=settings.api_tokens, public_paths={
-        health.HEALTH_PATH, health.READY_PATH, DOCS_PATH, OPENAPI_PATH})
+        health.HEALTH_PATH, health.READY_PATH, DOCS_PATH, OPENAPI_PATH, *ui_public_paths()})
     return app
