@@ -430,3 +430,269 @@ def test_unreachable_image_url_fails_the_run_on_its_node(tmp_path):
     assert failure.value.node_id == "1"
     assert failure.value.class_type == "ComfyUIDeployExternalImage"
     assert "input_id" in failure.value.exception_message
+
+
+# --- through real `comfyq worker --comfyui-url` processes ------------------------------------------
+
+WORKER_GPU = "A100"
+
+
+def wait_until(predicate, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class ComfyUIFleet:
+    """A stand-in ComfyUI process, a ``comfyq worker`` bound to it, and a client."""
+
+    def __init__(self, redis_url: str, root: Path, worker_args: list[str],
+                 standin: StandinProcess | None = None, **env: str) -> None:
+        import redis
+
+        from comfyq import Client
+        from comfyq.local_fleet import LocalFleet
+        from comfyq.settings import Settings
+        from comfyq.webhooks.settings import WebhookSettings
+
+        self.root = root
+        self.standin = standin
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis.flushdb()
+        self.env = {
+            "COMFYQ_REDIS_URL": redis_url, "COMFYQ_GPU_TYPES": WORKER_GPU,
+            "COMFYQ_DEFAULT_GPU": WORKER_GPU, "COMFYQ_DATA_DIR": str(root / "data"),
+            "COMFYQ_PROGRESS_INTERVAL_SECONDS": "0", "COMFYQ_WEBHOOK_ALLOW_LOOPBACK": "true",
+            "COMFYQ_WEBHOOK_SCHEDULE": "0,0.2,0.5,1,1", "COMFYQ_WEBHOOK_JITTER": "0",
+            "COMFYQ_MACHINES": f"short={WORKER_GPU}", "COMFYQ_MACHINE_MAX_RUN_SECONDS": "short=2",
+            "COMFYQ_COMFYUI_INTERRUPT_GRACE_SECONDS": "1", "COMFYQ_COMFYUI_PROBE_SECONDS": "1",
+            "COMFYQ_COMFYUI_UNAVAILABLE_SECONDS": "30", **env}
+        self.fleet = LocalFleet([WORKER_GPU], self.env, extra_args=["--no-beat", *worker_args],
+                                log_path=str(root / "fleet.log"))
+        self.client = Client(settings=Settings(
+            redis_url=redis_url, gpu_types=[WORKER_GPU], default_gpu=WORKER_GPU,
+            data_dir=root / "data", machines={"short": WORKER_GPU},
+            machine_max_run_seconds={"short": 2.0}),
+            webhook_settings=WebhookSettings(webhook_allow_loopback=True))
+
+    def start(self) -> "ComfyUIFleet":
+        from comfyq.catalog_registry import published_catalog
+
+        self.fleet.start()
+        try:
+            self.fleet.wait_ready(self.redis, timeout=90)
+            # The worker publishes its server's catalog: the stand-in's own classes show it.
+            wait_until(lambda: (published := published_catalog(self.redis, WORKER_GPU))
+                       and "StandinSleep" in published.catalog, 30, "the server's catalog")
+        except Exception:
+            print((self.root / "fleet.log").read_text()[-6000:])
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.fleet.stop()
+
+    def submit(self, graph: dict[str, Any], **fields: Any) -> str:
+        return self.client.submit({"workflow_id": "comfyui-test", "workflow_api_json": graph,
+                                   "gpu": WORKER_GPU, **fields})
+
+    def wait(self, run_id: str, timeout: float = 60):
+        try:
+            return self.client.wait(run_id, timeout=timeout)
+        except Exception:
+            print((self.root / "fleet.log").read_text()[-6000:])
+            raise
+
+    def live_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).live_status or ""
+
+
+@pytest.fixture(scope="module")
+def comfyui_fleet(redis_url, tmp_path_factory) -> Iterator[ComfyUIFleet]:
+    root = tmp_path_factory.mktemp("comfyui-fleet")
+    database = redis_url.rsplit("/", 1)[0] + "/12"
+    server = StandinProcess(root / "server", log_path=root / "standin.log").start()
+    fleet = ComfyUIFleet(database, root, ["--comfyui-url", server.url], standin=server)
+    try:
+        yield fleet.start()
+    finally:
+        fleet.stop()
+        server.kill()
+
+
+def local_file(url: str) -> Path:
+    return Path(url.removeprefix("file://"))
+
+
+def test_worker_runs_the_graph_on_comfyui_and_records_the_png(comfyui_fleet):
+    from comfyq import RunStatus
+
+    graph = {**invert_graph(["10", 0]),
+             "10": {"class_type": "ComfyUIDeployExternalText",
+                    "inputs": {"input_id": "prefix", "default_value": "plain"}}}
+    run_id = comfyui_fleet.submit(graph, inputs={"prefix": "cyan"})
+    run = comfyui_fleet.wait(run_id)
+    assert run.status == RunStatus.SUCCESS, run.error
+    assert (run.progress, run.live_status) == (1.0, "Done")
+    [output] = run.outputs
+    assert (output.node_id, output.node_meta) == ("3", {"node_class": "SaveImage"})
+    [image] = output.data["images"]
+    assert (image["filename"], image["subfolder"], image["type"]) == (
+        "cyan_00001_.png", run_id, "output")
+    assert (pixels(local_file(image["url"])) == [0, 255, 255]).all()
+    on_server = history(comfyui_fleet.standin.url, run_id)["outputs"]["3"]["images"][0]
+    assert on_server["subfolder"] == f"comfyq/{run_id}"
+
+
+def test_validation_failure_on_the_server_is_recorded_with_its_node_errors(comfyui_fleet):
+    from comfyq import RunStatus
+
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "not-on-this-server.png"}},
+             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    run = comfyui_fleet.wait(comfyui_fleet.submit(graph))
+    assert run.status == RunStatus.FAILED
+    assert run.error["exception_type"] == "prompt_outputs_failed_validation"
+    [problem] = run.error["node_errors"]["1"]["errors"]
+    assert problem["type"] == "custom_validation_failed"
+    assert "Invalid image file: not-on-this-server.png" in problem["details"]
+    assert run.live_status.startswith("Failed at node 1:")
+
+
+def test_execution_error_reaches_the_run_record_and_the_final_webhook(comfyui_fleet):
+    from comfyq import RunStatus
+    from comfyq.local_receiver import WebhookReceiver
+
+    with WebhookReceiver() as receiver:
+        run_id = comfyui_fleet.submit(chain(("StandinFail", {"message": "no more paint"})),
+                                      webhook=receiver.url)
+        run = comfyui_fleet.wait(run_id)
+        assert receiver.wait_for(lambda deliveries: deliveries, 20)
+        [delivery] = receiver.accepted()
+    assert run.status == RunStatus.FAILED
+    expected = {"node_id": "10", "node_type": "StandinFail", "exception_type": "RuntimeError",
+                "exception_message": "no more paint"}
+    assert {key: run.error[key] for key in expected} == expected
+    assert "raise RuntimeError(message)" in run.error["traceback"]
+    body = delivery.json()
+    assert body["status"] == "failed"
+    assert {key: body["error"][key] for key in expected} == expected
+    assert body["error"]["traceback"] == run.error["traceback"]
+
+
+def test_cancel_deletes_a_queued_prompt_and_interrupts_a_running_one(comfyui_fleet):
+    from comfyq import RunStatus
+
+    url = comfyui_fleet.standin.url
+    blocker = f"someone-else-{uuid.uuid4().hex[:6]}"
+    requests.post(f"{url}/prompt", json={"prompt": chain(sleep(3, 30), prefix="busy"),
+                                         "prompt_id": blocker}, timeout=10)
+    queued = comfyui_fleet.submit(invert_graph())
+    wait_until(lambda: any(item[1] == queued for item in requests.get(
+        f"{url}/queue", timeout=10).json()["queue_pending"]), 30, "the prompt queued on ComfyUI")
+    comfyui_fleet.client.cancel(queued)
+    assert comfyui_fleet.wait(queued, 10).status == RunStatus.CANCELLED
+    assert queued not in str(requests.get(f"{url}/queue", timeout=10).json())
+    requests.post(f"{url}/interrupt", json={"prompt_id": blocker}, timeout=10)
+
+    running = comfyui_fleet.submit(chain(sleep(30, 300)))
+    wait_until(lambda: comfyui_fleet.live_status(running).startswith("Executing StandinSleep"),
+               30, "the run to execute")
+    began = time.monotonic()
+    comfyui_fleet.client.cancel(running)
+    run = comfyui_fleet.wait(running, 10)
+    assert run.status == RunStatus.CANCELLED and time.monotonic() - began < 3
+    assert history(url, running)["status"]["messages"][-1][0] == "execution_interrupted"
+    assert history(url, queued) == {}
+
+
+def test_server_killed_mid_run_the_run_is_retried_on_the_restarted_server(comfyui_fleet):
+    from comfyq import RunStatus
+
+    run_id = comfyui_fleet.submit(chain(sleep(2, 20)))
+    wait_until(lambda: comfyui_fleet.live_status(run_id).startswith("Executing StandinSleep"),
+               30, "the run to execute")
+    comfyui_fleet.standin.restart()
+    run = comfyui_fleet.wait(run_id)
+    assert run.status == RunStatus.SUCCESS, run.error
+    assert local_file(run.outputs[0].data["images"][0]["url"]).is_file()
+    assert history(comfyui_fleet.standin.url, run_id)["status"]["status_str"] == "success"
+
+
+def test_websocket_dropped_mid_run_the_run_still_succeeds(comfyui_fleet):
+    from comfyq import RunStatus
+
+    graph = chain(("StandinDropWebsockets", {"refuse_seconds": 0.5}), sleep(1.0, 10))
+    run = comfyui_fleet.wait(comfyui_fleet.submit(graph))
+    assert run.status == RunStatus.SUCCESS, run.error
+    assert local_file(run.outputs[0].data["images"][0]["url"]).is_file()
+
+
+def test_node_that_never_yields_is_timed_out_after_the_grace_period(comfyui_fleet):
+    from comfyq import RunStatus
+
+    run_id = comfyui_fleet.submit(chain(sleep(600, 0)), machine_id="short")
+    try:
+        run = comfyui_fleet.wait(run_id, 20)
+        assert run.status == RunStatus.TIMEOUT
+        assert run.error["exception_type"] == "RunTimeout"
+        # The 2 s limit, then 1 s of grace for ComfyUI to confirm the interrupt it cannot do.
+        assert 2.5 < run.run_duration < 6
+    finally:
+        comfyui_fleet.standin.restart()  # the node would hold the server for ten minutes
+
+
+# --- `comfyq worker --comfyui-path`: a launched, supervised server per device ----------------------
+
+FAKE_MAIN = '''\
+"""Stands in for ComfyUI's main.py: records how it was launched, then serves the stand-in."""
+import json, os, sys
+with open(os.environ["COMFYQ_TEST_LAUNCH_LOG"], "a") as log:
+    log.write(json.dumps({"argv": sys.argv[1:], "pid": os.getpid(), "cwd": os.getcwd(),
+                          "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\\n")
+from comfyq.testing.comfyui_standin import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def launches(log: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_worker_launches_its_comfyui_pinned_to_its_device_and_restarts_it(redis_url, tmp_path):
+    from comfyq import RunStatus
+    from comfyq.testing.standin_process import free_port
+
+    checkout = tmp_path / "ComfyUI"
+    checkout.mkdir()
+    (checkout / "main.py").write_text(FAKE_MAIN)
+    log = tmp_path / "launches.jsonl"
+    port = free_port()
+    fleet = ComfyUIFleet(redis_url.rsplit("/", 1)[0] + "/11", tmp_path,
+                         ["--comfyui-path", str(checkout)], COMFYQ_COMFYUI_BASE_PORT=str(port),
+                         COMFYQ_TEST_LAUNCH_LOG=str(log))
+    fleet.start()
+    try:
+        [launch] = launches(log)
+        folders = tmp_path / "data" / "comfyui" / "gpu0"
+        assert launch["cuda"] == "" and launch["cwd"] == str(checkout)
+        arguments = " ".join(launch["argv"])
+        assert f"--listen 127.0.0.1 --port {port}" in arguments
+        assert f"--output-directory {folders / 'output'}" in arguments and "--cpu" in arguments
+        first = fleet.wait(fleet.submit(invert_graph()))
+        assert first.status == RunStatus.SUCCESS, first.error
+        assert (folders / "output" / "comfyq" / first.id / "inverted_00001_.png").is_file()
+
+        os.kill(launch["pid"], signal.SIGKILL)
+        wait_until(lambda: len(launches(log)) == 2, 30, "the server to be relaunched")
+        second = fleet.wait(fleet.submit(invert_graph()))
+        assert second.status == RunStatus.SUCCESS, second.error
+        assert local_file(second.outputs[0].data["images"][0]["url"]).is_file()
+    finally:
+        fleet.stop()
+    assert all(not Path(f"/proc/{entry['pid']}").exists() for entry in launches(log))
