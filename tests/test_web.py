@@ -304,8 +304,9 @@ def test_a_running_runs_progress_moves_without_reloading(api, client, page):
 
 
 def test_a_failed_run_shows_its_failing_node_message_and_traceback(api, client, page):
-    run_id = client.submit(request(held_graph("doomed"),
-                                   inputs={"picture": "http://127.0.0.1:9/missing.png"}))
+    markup = '<b id="injected">bold</b>'
+    run_id = client.submit(request(held_graph("doomed"), inputs={
+        "picture": "http://127.0.0.1:9/missing.png", "note": markup}))
     assert client.wait(run_id, 60).status == RunStatus.FAILED
 
     sign_in(page, f"{api}/ui/run?id={run_id}")
@@ -320,6 +321,9 @@ def test_a_failed_run_shows_its_failing_node_message_and_traceback(api, client, 
     expect(traceback).to_be_visible()
     expect(traceback).to_contain_text("Traceback (most recent call last)")
     expect(page.get_by_text("No outputs.")).to_be_visible()
+    # Text from a run is shown as text, never as markup.
+    expect(page.locator("table.inputs")).to_contain_text(markup)
+    expect(page.locator("#injected")).to_have_count(0)
     look(page, "run-failed")
 
     page.goto(f"{api}/ui/?status=failed")

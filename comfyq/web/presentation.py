@@ -37,11 +37,12 @@ def format_seconds(seconds: float | None) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
-def format_moment(moment: float | None) -> str:
-    """A Unix time as ``2025-01-31 14:05:09 UTC``."""
+def format_moment(moment: float | None, zone: bool = True) -> str:
+    """A Unix time as ``2025-01-31 14:05:09 UTC`` (without `` UTC`` unless ``zone``)."""
     if moment is None:
         return NOTHING
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    text = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text} UTC" if zone else text
 
 
 def iso_moment(moment: float | None) -> str:
@@ -130,7 +131,7 @@ def run_row(summary: RunSummary, moment: float) -> RunRow:
                  (summary.queued_at, summary.started_at, summary.ended_at), moment)
     return RunRow(id=summary.id, short_id=summary.id[:SHORT_ID_LENGTH],
                   workflow_id=summary.workflow_id or "", gpu=summary.gpu or NOTHING,
-                  created=format_moment(summary.created_at),
+                  created=format_moment(summary.created_at, zone=False),
                   created_iso=iso_moment(summary.created_at), live=live)
 
 

@@ -83,6 +83,7 @@
         element.textContent = value;
       }
       if (name === "status") element.dataset.status = value;
+      if (name === "live_status") element.title = value;
     }
   }
 
