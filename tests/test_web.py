@@ -140,7 +140,7 @@ class SteppedImageServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 server._permits.acquire(timeout=STEP_TIMEOUT_SECONDS)
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")

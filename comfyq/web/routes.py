@@ -118,8 +118,8 @@ async def runs_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/run")
-async def run_page(id: str = "") -> HTMLResponse:  # noqa: A002 - the page's query parameter
-    return _page("run_page.html", page="run", run_id=id)
+async def run_page(run_id: str = Query("", alias="id")) -> HTMLResponse:
+    return _page("run_page.html", page="run", run_id=run_id)
 
 
 @router.get("/static/{name}")
