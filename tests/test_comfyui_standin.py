@@ -219,10 +219,8 @@ def test_missing_upload_fails_validation_like_comfyuis_loadimage(standin, listen
 
 
 def corrupt_png() -> bytes:
-    buffer = io.BytesIO()
-    noise = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
-    Image.fromarray(noise).save(buffer, "PNG")
-    return buffer.getvalue()[:104]
+    """What the recorder uploaded: a PNG signature, then no PNG at all."""
+    return b"\x89PNG\r\n\x1a\n" + b"this is not really a png" * 4
 
 
 def test_execution_error_event_and_history(standin, listener):
@@ -242,9 +240,9 @@ def test_execution_error_event_and_history(standin, listener):
     real_error = next(f["data"] for f in transcript_frames(recorded)
                       if f["type"] == "execution_error")
     assert set(error) == set(real_error)
-    assert (error["node_id"], error["node_type"], error["exception_type"]) == (
-        "1", "LoadImage", "OSError")
-    assert "truncated" in error["exception_message"] and error["traceback"]
+    assert (error["node_id"], error["node_type"], error["exception_type"],
+            error["exception_message"]) == ("1", "LoadImage", "OSError", "Truncated File Read\n")
+    assert error["exception_message"] == real_error["exception_message"] and error["traceback"]
     entry = requests.get(f"{standin.url}/history/error-1", timeout=10).json()["error-1"]
     assert entry["outputs"] == {}
     assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False

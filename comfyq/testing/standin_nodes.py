@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from comfyq.execution.context import ProgressBar
 
@@ -56,6 +56,26 @@ def _annotated_path(input_dir: Path, name: str) -> Path:
     return path
 
 
+def _open_leniently(path: Path) -> Image.Image:
+    """Open an image as ComfyUI's LoadImage does: on failure, again accepting truncated files.
+
+    So a file cut short in its pixel data loads (partly grey), and one that is no image at all
+    fails with ``OSError`` as on ComfyUI.
+    """
+    try:
+        picture = Image.open(path)
+        picture.load()
+        return picture
+    except (OSError, ValueError):
+        previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+        try:
+            picture = Image.open(path)
+            picture.load()
+            return picture
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def _load_image_class(services: StandinServices) -> type:
     class LoadImage:
         """ComfyUI's LoadImage: an uploaded file as an IMAGE and its alpha as a MASK."""
@@ -78,7 +98,7 @@ def _load_image_class(services: StandinServices) -> type:
             return True if exists else f"Invalid image file: {image}"
 
         def load_image(self, image: str) -> tuple[np.ndarray, np.ndarray]:
-            with Image.open(_annotated_path(services.input_dir, image)) as picture:
+            with _open_leniently(_annotated_path(services.input_dir, image)) as picture:
                 upright = ImageOps.exif_transpose(picture)
                 rgb = np.asarray(upright.convert("RGB"), dtype=np.float32) / np.float32(255)
                 if "A" in upright.getbands():

@@ -202,7 +202,8 @@ class PromptExecution:
             "prompt_id": self.item.prompt_id, "node_id": node_id,
             "node_type": getattr(error, "class_type", None),
             "executed": list(self.executed),
-            "exception_message": getattr(error, "exception_message", str(error)),
+            # ComfyUI appends a line of tips (empty unless out of memory) to the message.
+            "exception_message": f"{getattr(error, 'exception_message', str(error))}\n",
             "exception_type": getattr(error, "exception_type", type(error).__name__),
             "traceback": traceback.format_tb(cause.__traceback__),
             "current_inputs": {}, "current_outputs": list(self.item.prompt),
