@@ -32,8 +32,10 @@ from comfyq.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: The name of kombu's Redis hash of delivered but unacknowledged messages.
+#: kombu's Redis hash of delivered but unacknowledged messages (delivery tag -> message).
 KOMBU_UNACKED_HASH = "unacked"
+#: kombu's sorted set of the same delivery tags, scored by when they were delivered.
+KOMBU_UNACKED_INDEX = "unacked_index"
 #: Statuses of a run a worker is executing.
 EXECUTING = (RunStatus.STARTED, RunStatus.RUNNING, RunStatus.UPLOADING)
 
@@ -138,14 +140,28 @@ def message_run_ids(raw_messages: Iterable[str]) -> set[str]:
     return run_ids
 
 
+def _held_recently(broker: redis.Redis, since: float) -> set[str]:
+    """Run ids of messages a worker took (unacked) after ``since``.
+
+    A worker takes one message at a time (prefetch 1, late acks) and claims it at once, so a
+    run still ``queued`` whose message a worker took before ``since`` was abandoned: its
+    worker died between taking the message and claiming the run. That message only comes
+    back after the visibility timeout, so the run is treated as lost.
+    """
+    tags = broker.zrangebyscore(KOMBU_UNACKED_INDEX, since, "+inf")
+    if not tags:
+        return set()
+    return message_run_ids(value for value in broker.hmget(KOMBU_UNACKED_HASH, tags) if value)
+
+
 def recover_lost_messages(store: RunStore, settings: Settings, broker: redis.Redis,
                           publish: Publish) -> int:
-    """Re-publish queued runs whose message the broker no longer holds."""
+    """Re-publish queued runs whose message the broker no longer holds for a live worker."""
     cutoff = now() - settings.lost_message_seconds
     suspects = store.client.zrangebyscore(keys.QUEUED_RUNS, "-inf", cutoff)
     if not suspects:
         return 0
-    present = message_run_ids(broker.hvals(KOMBU_UNACKED_HASH))
+    present = _held_recently(broker, cutoff)
     for gpu_type in settings.gpu_types:
         present |= message_run_ids(broker.lrange(gpu_queue(gpu_type), 0, -1))
     republished = 0

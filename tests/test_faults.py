@@ -30,6 +30,9 @@ EXECUTIONS = "comfyq-test:executions:{}"
 
 pytestmark = pytest.mark.slow
 
+#: Kills in the SIGKILL test: enough to hit every stage of a run, few enough to end in time.
+MAX_KILLS = 10
+
 
 def slow_request(seconds: float, tag: str = "", **fields) -> dict:
     graph = {"1": {"class_type": "FaultTestSlowStep", "inputs": {"seconds": seconds, "tag": tag}}}
@@ -135,7 +138,9 @@ def pool_children(parent_pid: int) -> list[int]:
 
 
 def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database, tmp_path):
-    env = fleet_env(database, tmp_path, COMFYQ_MAX_ATTEMPTS="20")
+    # A worker killed after taking a message but before claiming its run leaves the message
+    # unacked: the maintenance re-publishes such a run after COMFYQ_LOST_MESSAGE_SECONDS.
+    env = fleet_env(database, tmp_path, COMFYQ_MAX_ATTEMPTS="20", COMFYQ_LOST_MESSAGE_SECONDS="2")
     client = client_for(env)
     plain = redis.Redis.from_url(database, decode_responses=True)
     kill_times: dict[int, float] = {}
@@ -146,7 +151,7 @@ def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database,
 
         def killer() -> None:
             rounds = 0
-            while not stop.wait(1.5):
+            while not stop.wait(1.5) and rounds < MAX_KILLS:
                 workers = [w for w in fleet.workers(plain) if w.get("gpu_type") == "A100"]
                 if not workers:
                     continue

@@ -168,3 +168,19 @@ def test_final_statuses_never_move(make_client):
     for status in [RunStatus.RUNNING, RunStatus.QUEUED, *FINAL_STATUSES]:
         assert client.store.move(run_id, status, {"live_status": "x"}, force=True) is None
     assert client.get_run(run_id).status == RunStatus.CANCELLED
+
+
+def test_queued_run_whose_message_a_dead_worker_took_is_republished(make_client, plain):
+    client = make_client(lost_message_seconds=0.2)
+    abandoned = client.submit(request(gpu="A100"))
+    fresh = client.submit(request(gpu="A100"))
+    time.sleep(0.3)  # both runs have been queued for longer than lost_message_seconds
+    # Two workers took one message each (as kombu records it), then one of them died.
+    for run_id, taken in ((abandoned, time.time() - 5), (fresh, time.time())):
+        raw = next(m for m in plain.lrange(gpu_queue("A100"), 0, -1) if run_id in m)
+        plain.lrem(gpu_queue("A100"), 1, raw)
+        plain.hset(reaper.KOMBU_UNACKED_HASH, run_id + "-tag", f'[{raw}, "", "A100"]')
+        plain.zadd(reaper.KOMBU_UNACKED_INDEX, {run_id + "-tag": taken})
+    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)  # noqa: E731
+    assert reaper.recover_lost_messages(client.store, client.settings, plain, publish) == 1
+    assert queued_ids(plain) == {abandoned}
