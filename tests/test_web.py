@@ -26,6 +26,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from comfyq import RunStatus, keys
 from comfyq.local_receiver import WebhookReceiver
+from comfyq.web.output_access import OutputItem, OutputRefused, output_path
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import held_graph, png_bytes, wait_until
 from tests.test_api import free_port, wait_for_health
@@ -88,11 +89,14 @@ def page(browser: Browser) -> Iterator[Page]:
     opened = context.new_page()
     problems: list[str] = []
     opened.on("pageerror", lambda error: problems.append(str(error)))
+    # A style, script or image the page's Content-Security-Policy blocks is only a console line.
+    opened.on("console", lambda message: problems.append(message.text)
+              if message.type == "error" and "Content Security Policy" in message.text else None)
     try:
         yield opened
     finally:
         context.close()
-    assert not problems, f"the page's script failed: {problems}"
+    assert not problems, f"the page's script failed or was blocked: {problems}"
 
 
 def look(page: Page, name: str) -> None:
@@ -371,11 +375,11 @@ def crafted_run(redis_client, finished_run) -> Iterator[Any]:
     """Makes copies of the finished run whose output record names another file."""
     made: list[str] = []
 
-    def make(subfolder: str, filename: str) -> str:
+    def make(subfolder: str, filename: str, **fields: str) -> str:
         run_id = f"crafted-{uuid.uuid4()}"
         record = redis_client.hgetall(keys.run(finished_run))
         outputs = json.loads(record["outputs"])
-        outputs[0]["data"]["images"][0].update(subfolder=subfolder, filename=filename)
+        outputs[0]["data"]["images"][0].update(subfolder=subfolder, filename=filename, **fields)
         record.update(id=json.dumps(run_id), outputs=json.dumps(outputs))
         redis_client.hset(keys.run(run_id), mapping=record)
         made.append(run_id)
@@ -398,6 +402,24 @@ def test_a_record_naming_a_file_outside_the_runs_folder_is_refused(api, finished
     answer = get(api, f"/ui/files/{run_id}/0")
     assert answer.status_code == 403
     assert "outside the run's outputs folder" in answer.json()["detail"]
+
+
+def test_a_symlink_out_of_the_runs_folder_is_refused(tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png_bytes())
+    (tmp_path / "outputs" / "run-1").mkdir(parents=True)
+    (tmp_path / "outputs" / "run-1" / "link.png").symlink_to(secret)
+    item = OutputItem(0, "3", "images", "link.png", "run-1", "output")
+    with pytest.raises(OutputRefused, match="outside the run's outputs folder"):
+        output_path(tmp_path / "outputs", "run-1", item)
+
+
+def test_a_published_output_links_to_its_public_copy(api, crafted_run, finished_run):
+    public = "https://cdn.example.test/outputs/thumbs_00001_.png"
+    run_id = crafted_run(finished_run, "thumbs_00001_.png", url=public)
+    fragment = get(api, f"/ui/fragments/runs/{run_id}")
+    assert fragment.status_code == 200
+    assert f'href="{public}"' in fragment.text and "published copy" in fragment.text
 
 
 # --- metrics ----------------------------------------------------------------------------------

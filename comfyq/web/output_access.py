@@ -43,6 +43,8 @@ class OutputItem:
     filename: str
     subfolder: str
     type: str
+    #: Where ``COMFYQ_OUTPUT_URL_BASE`` publishes the file; empty for ``file://`` outputs.
+    public_url: str = ""
 
     @property
     def is_image(self) -> bool:
@@ -66,9 +68,11 @@ def output_items(outputs: Iterable[WorkflowRunOutputModel]) -> list[OutputItem]:
             if not isinstance(items, list):
                 continue
             for item in filter(_is_file_record, items):
+                url = str(item.get("url") or "")
                 found.append(OutputItem(len(found), output.node_id, kind, str(item["filename"]),
                                         str(item.get("subfolder") or ""),
-                                        str(item.get("type") or "output")))
+                                        str(item.get("type") or "output"),
+                                        url if url.startswith(("https://", "http://")) else ""))
     return found
 
 

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from comfyq.api.follow import RunFollower
-from comfyq.api.routes import ApiContext, context
 from comfyq.models import RunStatus, WorkflowRunModel
 from comfyq.run_listing import RunSummary, list_runs
 from comfyq.runs import now
@@ -54,6 +52,10 @@ from comfyq.web.presentation import (
 )
 from comfyq.web.templating import render
 from comfyq.webhooks.safety import display_url
+
+if TYPE_CHECKING:  # comfyq.api imports this module to mount it
+    from comfyq.api.follow import RunFollower
+    from comfyq.api.routes import ApiContext
 
 UI_PREFIX = "/ui"
 STATIC_DIR = Path(__file__).with_name("static")
@@ -84,6 +86,11 @@ def public_paths() -> frozenset[str]:
     """Exact paths of the pages and their static files: served without a token."""
     static = {f"{UI_PREFIX}/static/{name}" for name in static_files()}
     return frozenset({UI_PREFIX, f"{UI_PREFIX}/", f"{UI_PREFIX}/run", *static})
+
+
+def context(request: Request) -> ApiContext:
+    """What the API shares with its routes (settings, client, run follower)."""
+    return request.app.state.comfyq
 
 
 def _follower(request: Request) -> RunFollower:
@@ -136,7 +143,7 @@ async def static_file(name: str) -> Response:
 
 async def _recent_runs(request: Request, status: RunStatus | None, gpu: str | None,
                        limit: int) -> list[RunSummary]:
-    api: ApiContext = context(request)
+    api = context(request)
     if gpu is not None and gpu not in api.settings.gpu_types:
         raise HTTPException(422, f"gpu: {gpu!r} is not a GPU type of this deployment "
                                  f"({', '.join(api.settings.gpu_types)})")
