@@ -20,8 +20,8 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis  # noqa: E402
-from comfyq.local_fleet import LocalFleet  # noqa: E402
+from comfyq.embedded_redis import start_embedded_redis
+from comfyq.local_fleet import LocalFleet
 
 #: A short run: a small image made, inverted and saved (real file output).
 SHORT_GRAPH = {

@@ -26,8 +26,8 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis  # noqa: E402
-from comfyq.local_fleet import LocalFleet  # noqa: E402
+from comfyq.embedded_redis import start_embedded_redis
+from comfyq.local_fleet import LocalFleet
 
 #: The one-node run: an output node fed only by literals.
 ONE_NODE_GRAPH = {"1": {"class_type": "ComfyDeployOutputText",

@@ -102,7 +102,7 @@ def _demo(gpus: list[str], timeout: float, cleanups: list) -> int:
     run = follow_run(comfyq_client, run_id, timeout=timeout)
     print(f"Run {run.status.value} on {run.worker} in {run.run_duration or 0:.3f} s")
     for output in run.outputs:
-        for kind, items in output.data.items():
+        for items in output.data.values():
             for item in items:
                 print(f"  output of node {output.node_id}: {item.get('url', item)}")
     if run.error:

@@ -39,7 +39,7 @@ class LocalFleet:
         self.process: subprocess.Popen | None = None
         self._log = None
 
-    def start(self) -> "LocalFleet":
+    def start(self) -> LocalFleet:
         output: Any = subprocess.DEVNULL
         if self.log_path:
             self._log = open(self.log_path, "ab")
@@ -87,8 +87,8 @@ class LocalFleet:
         if self._log:
             self._log.close()
 
-    def __enter__(self) -> "LocalFleet":
+    def __enter__(self) -> LocalFleet:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

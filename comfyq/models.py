@@ -13,13 +13,13 @@ from typing import Any, NotRequired
 
 from pydantic import (
     BaseModel,
-    ValidationError,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
+    ValidationError,
     field_validator,
 )
 from typing_extensions import TypedDict

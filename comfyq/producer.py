@@ -10,17 +10,16 @@ import functools
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from celery import Celery
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from celery import Celery
 
 from comfyq import keys
 from comfyq.errors import ComfyqError, FieldProblem, InvalidRunRequest, WaitTimeout
-from comfyq.notifications import Announcer
 from comfyq.models import (
     FINAL_STATUSES,
     RunStatus,
@@ -28,6 +27,7 @@ from comfyq.models import (
     WorkflowRunRequest,
     parse_run_request,
 )
+from comfyq.notifications import Announcer
 from comfyq.routing import gpu_queue, resolve_gpu
 from comfyq.runs import RunStore, now
 from comfyq.settings import Settings, get_settings
@@ -218,11 +218,12 @@ class Client:
             return CancelResult(run_id, False, status,
                                 f"run already finished with status {status.value}; nothing to cancel")
         self.store.request_cancel(run_id, self.settings.visibility_timeout_seconds)
-        if status in (RunStatus.NOT_STARTED, RunStatus.QUEUED):
-            if self.store.move(run_id, RunStatus.CANCELLED,
-                               {"ended_at": now(), "live_status": "Cancelled before it started"}):
-                Announcer(self.redis).announce(run_id, True)
-                return CancelResult(run_id, True, RunStatus.CANCELLED, "cancelled before it started")
+        if status in (RunStatus.NOT_STARTED, RunStatus.QUEUED) and self.store.move(
+                run_id, RunStatus.CANCELLED,
+                {"ended_at": now(), "live_status": "Cancelled before it started"},
+                only_from=(RunStatus.NOT_STARTED, RunStatus.QUEUED)):
+            Announcer(self.redis).announce(run_id, True)
+            return CancelResult(run_id, True, RunStatus.CANCELLED, "cancelled before it started")
         return CancelResult(run_id, True, self.store.status(run_id),
                             "cancel requested; the worker stops the run at its next node")
 
@@ -244,7 +245,7 @@ def publish_run(celery_app: Celery, run_id: str, gpu_type: str) -> None:
 
 
 def _datetime(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
 def _seconds_between(start: float | None, end: float | None) -> float | None:

@@ -9,6 +9,7 @@ one run would be seen.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import signal
@@ -121,7 +122,7 @@ def overlapping_executions(entries, kill_times: dict[int, float]) -> int:
                    default=float("inf"))
         intervals.append((started, died))
     intervals.sort()
-    return sum(1 for before, after in zip(intervals, intervals[1:]) if after[0] < before[1])
+    return sum(1 for before, after in itertools.pairwise(intervals) if after[0] < before[1])
 
 
 def pool_children(parent_pid: int) -> list[int]:

@@ -8,13 +8,13 @@ import time
 
 import pytest
 import redis
+from comfyq.scheduler import reaper
+from comfyq.scheduler.beat import BeatLock
 
 from comfyq import Client, RunStatus
 from comfyq.models import FINAL_STATUSES
 from comfyq.producer import publish_run
 from comfyq.routing import gpu_queue
-from comfyq.scheduler import reaper
-from comfyq.scheduler.beat import BeatLock
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
 from tests.helpers import request
@@ -61,7 +61,7 @@ def test_queued_run_whose_message_vanished_is_republished(make_client, plain):
     plain.delete(gpu_queue("A100"))  # the broker lost both messages...
     publish_run(client.celery_app, kept, "A100")  # ...but one was published again meanwhile
     time.sleep(0.05)
-    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)  # noqa: E731
+    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)
     republished = reaper.recover_lost_messages(client.store, client.settings, plain, publish)
     assert republished == 1
     assert queued_ids(plain) == {run_id, kept}
@@ -97,7 +97,7 @@ def test_run_of_a_dead_worker_is_requeued_then_failed_when_out_of_attempts(make_
     plain.delete(gpu_queue("A100"))
     start_as_dead_worker(client, plain, run_id, attempts=1)
     published: list[tuple[str, str]] = []
-    calls, announce = announced()
+    _, announce = announced()
     assert reaper.reap_runs(client.store, client.settings,
                             lambda rid, gpu: published.append((rid, gpu)), announce) == 1
     run = client.get_run(run_id)
@@ -181,6 +181,6 @@ def test_queued_run_whose_message_a_dead_worker_took_is_republished(make_client,
         plain.lrem(gpu_queue("A100"), 1, raw)
         plain.hset(reaper.KOMBU_UNACKED_HASH, run_id + "-tag", f'[{raw}, "", "A100"]')
         plain.zadd(reaper.KOMBU_UNACKED_INDEX, {run_id + "-tag": taken})
-    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)  # noqa: E731
+    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)
     assert reaper.recover_lost_messages(client.store, client.settings, plain, publish) == 1
     assert queued_ids(plain) == {abandoned}

@@ -52,7 +52,7 @@ def test_final_webhook_only_unless_intermediate_asked(client):
         chatty_run = client.submit(request(webhook=chatty.url, webhook_intermediate_status=True))
         assert client.wait(quiet_run, 60).status == RunStatus.SUCCESS
         assert client.wait(chatty_run, 60).status == RunStatus.SUCCESS
-        final = lambda ds: any(d.json()["status"] == "success" for d in ds)  # noqa: E731
+        final = lambda ds: any(d.json()["status"] == "success" for d in ds)
         assert quiet.wait_for(final, 20) and chatty.wait_for(final, 20)
         time.sleep(1.0)  # anything else would have arrived by now
         quiet_bodies = [d.json() for d in quiet.accepted()]

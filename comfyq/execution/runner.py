@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -204,7 +204,7 @@ class RunRunner:
 
     def _output_record(self, run_id: str, node_id: str, ui: dict[str, Any],
                        graph: Mapping[str, Any]) -> dict[str, Any]:
-        stamp = datetime.now(timezone.utc).isoformat()
+        stamp = datetime.now(UTC).isoformat()
         data = {kind: [self._media_item(item) if isinstance(item, dict) and "filename" in item
                        else item for item in items]
                 for kind, items in ui.items()}
