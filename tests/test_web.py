@@ -204,6 +204,8 @@ def test_without_the_token_no_data_is_served(api, finished_run, token):
         assert answer.status_code == 401, path
         assert answer.json() == {"detail": "missing or invalid bearer token"}
     # The pages themselves are public and hold no run data.
+    bare = requests.get(f"{api}/ui", allow_redirects=False, timeout=HTTP_TIMEOUT)
+    assert bare.status_code == 308 and bare.headers["location"] == "ui/"
     for path in ("/ui/", f"/ui/run?id={finished_run}"):
         shell = get(api, path, token=None)
         assert shell.status_code == 200 and shell.headers["content-type"].startswith("text/html")
