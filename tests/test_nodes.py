@@ -683,8 +683,9 @@ def external(class_type: str, **inputs: Any) -> dict[str, Any]:
      {"input_id": "b", "options": '["a", "b"]', "default_value": "b"}),
     ("ComfyUIDeployExternalImage", {"default_value_url": ""}, "https://x.test/a.png",
      {"input_id": "https://x.test/a.png", "default_value_url": ""}),
+    # A list stays out of the graph as a list: there, [node_id, index] is a link.
     ("ComfyUIDeployExternalImageBatch", {"images": "[]"}, ["https://x.test/a.png"],
-     {"input_id": ["https://x.test/a.png"], "images": '["https://x.test/a.png"]'}),
+     {"input_id": '["https://x.test/a.png"]', "images": '["https://x.test/a.png"]'}),
 ])
 def test_apply_inputs_puts_each_value_where_its_class_reads_it(
         class_type: str, node_inputs: dict[str, Any], value: Any,

@@ -549,11 +549,17 @@ def apply_inputs(graph: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> 
             value = _checked_value(class_type, inputs[key], node_inputs)
         except ValueError as error:
             raise ExternalInputError(key, node_id, class_type, str(error)) from None
-        node_inputs["input_id"] = inputs[key]
+        node_inputs["input_id"] = _as_literal(inputs[key])
         field = VALUE_FIELDS.get(class_type)
         if field is not None:
-            node_inputs[field] = value
+            node_inputs[field] = _as_literal(value)
     return prepared
+
+
+def _as_literal(value: Any) -> Any:
+    """A run input as a graph literal: lists become JSON text, since in an API graph a list
+    ``[node_id, index]`` is a link (ComfyDeploy's list inputs are JSON text fields anyway)."""
+    return json.dumps(value) if isinstance(value, list) else value
 
 
 def _literal(node_inputs: Mapping[str, Any], name: str, default: Any) -> Any:
