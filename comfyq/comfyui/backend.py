@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -118,9 +119,27 @@ class ComfyUIBackend:
         self.client_id = f"comfyq-{uuid.uuid4().hex}"
         self.events = EventStream(websocket_url(options.url, self.client_id))
         self._catalog: dict[str, Any] | None = None
+        self._history_client: ComfyUIClient | None = None
+        self._history_worker: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"ComfyUIBackend({self.options.url!r})"
+
+    def history_async(self, prompt_id: str) -> Future[dict[str, Any]]:
+        """The history entry of a finished prompt, fetched on another connection."""
+        if self._history_worker is None:
+            self._history_client = ComfyUIClient(self.options.url, self.options.request_timeout)
+            self._history_worker = ThreadPoolExecutor(1, thread_name_prefix="comfyui-history")
+        return self._history_worker.submit(self._finished_entry, prompt_id)
+
+    def _finished_entry(self, prompt_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + HISTORY_WAIT_SECONDS
+        while (entry := self._history_client.history(prompt_id)) is None:
+            if time.monotonic() > deadline:
+                raise ComfyUIRunError("", "", "ComfyUIProtocolError",
+                                      "execution_success was sent but /history has no entry")
+            time.sleep(0.02)
+        return entry
 
     def catalog(self) -> dict[str, Any]:
         """The server's node catalog (``/object_info``), fetched once."""
@@ -140,6 +159,8 @@ class ComfyUIBackend:
 
     def close(self) -> None:
         self.events.close()
+        if self._history_worker is not None:
+            self._history_worker.shutdown(wait=False)
 
 
 @dataclass
@@ -174,6 +195,7 @@ class PromptRun:
         self.finished = False
         self.succeeded = False
         self.history: dict[str, Any] | None = None
+        self.executed_outputs: dict[str, dict[str, Any]] = {}
         self.retries_left = 1 if self.options.retry_lost_prompt else 0
         self.quick_timeout = min(QUICK_TIMEOUT_SECONDS, self.options.request_timeout)
         self._last_check = self._last_heard = time.monotonic()
@@ -191,9 +213,7 @@ class PromptRun:
             self.to_run = self._nodes_to_run()
             self._submit()
             self._follow()
-            return OutputFetcher(self.client, self.context, self.options.max_output_bytes
-                                 ).fetch(self._final_history().get("outputs") or {},
-                                         self.user_nodes)
+            return self._outputs()
         except RunCancelled:
             self._stop_on_server()
             raise
@@ -235,6 +255,7 @@ class PromptRun:
     def _submit(self) -> None:
         self.progress.restart(self.to_run)
         self.succeeded = False
+        self.executed_outputs = {}
         try:
             answer = self.client.queue_prompt(self.prepared.prompt, self.prompt_id,
                                               self.backend.client_id)
@@ -286,6 +307,9 @@ class PromptRun:
         elif kind == "execution_cached":
             cached = set(data.get("nodes") or [])
             self.progress.total = max(len(self.to_run - cached), 1)
+        elif kind == "executed":
+            if isinstance(data.get("output"), dict):
+                self.executed_outputs[str(data.get("node"))] = data["output"]
         elif kind == "execution_success":
             self.succeeded = True
         elif kind == "execution_error":
@@ -394,16 +418,20 @@ class PromptRun:
                           f"or the prompt was deleted there); {retry}",
                           self.progress.last_node, self.class_of(self.progress.last_node))
 
-    def _final_history(self) -> dict[str, Any]:
+    def _outputs(self) -> dict[str, dict]:
+        """The user's output nodes' ui, their files downloaded.
+
+        The history is the authority; while it is fetched (on a second connection), the files
+        the ``executed`` events named are already being downloaded, so the two round trips
+        overlap. A file only the history names is downloaded after.
+        """
+        fetcher = OutputFetcher(self.client, self.context, self.options.max_output_bytes)
         if self.history is not None:
-            return self.history
-        deadline = time.monotonic() + HISTORY_WAIT_SECONDS
-        while (entry := self.client.history(self.prompt_id)) is None:
-            if time.monotonic() > deadline:
-                raise ComfyUIRunError("", "", "ComfyUIProtocolError",
-                                      "execution_success was sent but /history has no entry")
-            time.sleep(0.02)
-        return entry
+            return fetcher.fetch(self.history.get("outputs") or {}, self.user_nodes)
+        entry = self.backend.history_async(self.prompt_id)
+        fetcher.prefetch(self.executed_outputs, self.user_nodes)
+        history = entry.result()
+        return fetcher.fetch(history.get("outputs") or {}, self.user_nodes)
 
     # -- stopping --------------------------------------------------------------------------------
 

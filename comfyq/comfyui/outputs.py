@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from comfyq.comfyui.client import ComfyUIClient, ComfyUIRequestError
+from comfyq.comfyui.client import ComfyUIClient, ComfyUIRequestError, ComfyUIUnavailable
 from comfyq.comfyui.prepare import run_folder
 from comfyq.execution.context import RunContext
 
@@ -52,13 +52,25 @@ class OutputFetcher:
         self.client = client
         self.context = context
         self.max_bytes = max_bytes
+        self._downloaded: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def fetch(self, outputs: Mapping[str, Mapping[str, Any]], node_ids: Iterable[str]
               ) -> dict[str, dict[str, Any]]:
-        """The ui dicts of ``node_ids`` (those in ``outputs``), their files downloaded."""
+        """The ui dicts of ``node_ids`` (those in ``outputs``), their files downloaded.
+
+        Files already downloaded by this fetcher (:meth:`prefetch`) are not fetched again.
+        """
         wanted = set(node_ids)
         return {node_id: self._localize_ui(ui) for node_id, ui in outputs.items()
                 if node_id in wanted and isinstance(ui, Mapping)}
+
+    def prefetch(self, outputs: Mapping[str, Mapping[str, Any]], node_ids: Iterable[str]) -> None:
+        """Download what ``outputs`` names ahead of :meth:`fetch`; a failure here is left for
+        :meth:`fetch` to meet (and report) again."""
+        try:
+            self.fetch(outputs, node_ids)
+        except (ComfyUIRequestError, ComfyUIUnavailable, OSError):
+            pass
 
     def _localize_ui(self, ui: Mapping[str, Any]) -> dict[str, Any]:
         return {kind: [self._localize(item) for item in items] if isinstance(items, list)
@@ -67,6 +79,12 @@ class OutputFetcher:
     def _localize(self, item: Any) -> Any:
         if not is_file_record(item):
             return item
+        key = (item["filename"], str(item.get("subfolder") or ""), str(item["type"]))
+        if key not in self._downloaded:
+            self._downloaded[key] = self._download(item)
+        return {**item, "subfolder": self._downloaded[key]["subfolder"]}
+
+    def _download(self, item: dict[str, Any]) -> dict[str, Any]:
         run_id = self.context.run_id
         subfolder = local_subfolder(str(item.get("subfolder") or ""), run_id)
         relative = _safe_relative(subfolder, item["filename"])

@@ -1,0 +1,167 @@
+"""Benchmark: what comfyq adds to a run on a ComfyUI server, against driving that server directly.
+
+Both sides run the same 3-node model-free graph (EmptyImage -> ImageInvert -> SaveImage, a new
+``filename_prefix`` each time so SaveImage really runs) on the same server, alternately:
+
+* comfyq: ``Client.submit`` -> Redis -> a real ``comfyq worker --comfyui-url`` process -> POST
+  /prompt, websocket events, /history, /view download into comfyq's output store, run record
+  -> ``Client.wait`` returns the successful run;
+* direct: POST /prompt with a ``client_id`` whose websocket is already open, until its
+  ``execution_success`` frame.
+
+Target: comfyq adds at most 15 ms at p50. Run ``python bench/bench_comfyui.py`` for the stand-in
+ComfyUI (started here), or ``--url http://127.0.0.1:8188`` for a real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+import websocket
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from comfyq.embedded_redis import start_embedded_redis  # noqa: E402
+from comfyq.local_fleet import LocalFleet  # noqa: E402
+from comfyq.testing.standin_process import StandinProcess  # noqa: E402
+
+#: Target: comfyq's extra p50 latency over the direct route.
+TARGET_OVERHEAD_MS = 15.0
+
+
+def graph(prefix: str) -> dict[str, Any]:
+    return {
+        "1": {"class_type": "EmptyImage",
+              "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0x3366CC}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+class DirectClient:
+    """A ComfyUI client with its websocket open, as a program driving ComfyUI itself has."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client_id = f"bench-direct-{uuid.uuid4().hex[:8]}"
+        self.session = requests.Session()
+        self.session.trust_env = False  # as comfyq's client: no proxy lookups per request
+        self.socket = websocket.create_connection(
+            url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}", timeout=60)
+
+    def run(self) -> float:
+        prompt_id = uuid.uuid4().hex
+        start = time.perf_counter()
+        answer = self.session.post(f"{self.url}/prompt", timeout=60, json={
+            "prompt": graph(f"bench_direct_{prompt_id[:12]}"), "prompt_id": prompt_id,
+            "client_id": self.client_id})
+        answer.raise_for_status()
+        while True:
+            message = self.socket.recv()
+            if not isinstance(message, str):
+                continue
+            frame = json.loads(message)
+            data = frame.get("data") or {}
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if frame["type"] == "execution_success":
+                return time.perf_counter() - start
+            if frame["type"] in ("execution_error", "execution_interrupted"):
+                raise RuntimeError(f"direct run failed: {frame}")
+
+
+def comfyq_run(client) -> float:
+    request = {"workflow_id": "bench-comfyui", "gpu": "A100",
+               "workflow_api_json": graph("bench_comfyq")}
+    start = time.perf_counter()
+    run = client.wait(client.submit(request), timeout=60)
+    elapsed = time.perf_counter() - start
+    if run.status.value != "success":
+        raise RuntimeError(f"comfyq run {run.id} ended {run.status.value}: {run.error}")
+    return elapsed
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def summary(name: str, samples: list[float]) -> str:
+    return (f"{name:>7}: p50 {percentile(samples, 0.5) * 1000:7.2f} ms  "
+            f"p90 {percentile(samples, 0.9) * 1000:7.2f} ms  "
+            f"mean {statistics.fmean(samples) * 1000:7.2f} ms  (n={len(samples)})")
+
+
+def measure(url: str, runs: int, warmup: int, work: Path) -> tuple[list[float], list[float]]:
+    from comfyq.producer import Client
+    from comfyq.settings import Settings
+
+    server = start_embedded_redis(save="")
+    redis_url = f"{server.connection_url}/0"
+    env = {"COMFYQ_REDIS_URL": redis_url, "COMFYQ_GPU_TYPES": "A100",
+           "COMFYQ_DEFAULT_GPU": "A100", "COMFYQ_DATA_DIR": str(work / "data"),
+           "COMFYQ_PROGRESS_INTERVAL_SECONDS": "0.2"}
+    try:
+        fleet = LocalFleet(["A100"], env, extra_args=["--no-beat", "--no-callbacks",
+                                                      "--comfyui-url", url],
+                           log_path=str(work / "fleet.log"))
+        with fleet:
+            fleet.wait_ready(redis.Redis.from_url(redis_url, decode_responses=True),
+                             timeout=120, callbacks=False)
+            client = Client(settings=Settings(redis_url=redis_url, gpu_types=["A100"],
+                                              default_gpu="A100", data_dir=work / "data"))
+            direct = DirectClient(url)
+            for _ in range(warmup):
+                comfyq_run(client)
+                direct.run()
+            ours, theirs = [], []
+            for _ in range(runs):  # alternate, so both see the same server state
+                ours.append(comfyq_run(client))
+                theirs.append(direct.run())
+    finally:
+        server.stop()
+    return ours, theirs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running ComfyUI (default: start the stand-in)")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="comfyq-bench-comfyui-"))
+    standin = None
+    url = args.url
+    if url is None:
+        standin = StandinProcess(work / "standin", log_path=work / "standin.log").start()
+        url = standin.url
+    try:
+        ours, theirs = measure(url.rstrip("/"), args.runs, args.warmup, work)
+    finally:
+        if standin is not None:
+            standin.stop()
+
+    kind = "stand-in ComfyUI" if standin is not None else "ComfyUI"
+    print(f"{kind} at {url}; 3-node model-free graph; submit to success")
+    print(summary("comfyq", ours))
+    print(summary("direct", theirs))
+    overhead = (percentile(ours, 0.5) - percentile(theirs, 0.5)) * 1000
+    verdict = "met" if overhead <= TARGET_OVERHEAD_MS else "MISSED"
+    print(f"comfyq adds {overhead:.2f} ms at p50 (target <= {TARGET_OVERHEAD_MS:g} ms: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
