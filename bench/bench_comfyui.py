@@ -32,9 +32,9 @@ import websocket
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis  # noqa: E402
-from comfyq.local_fleet import LocalFleet  # noqa: E402
-from comfyq.testing.standin_process import StandinProcess  # noqa: E402
+from comfyq.embedded_redis import start_embedded_redis
+from comfyq.local_fleet import LocalFleet
+from comfyq.testing.standin_process import StandinProcess
 
 #: Target: comfyq's extra p50 latency over the direct route.
 TARGET_OVERHEAD_MS = 15.0

@@ -32,7 +32,6 @@ from comfyq.execution.runner import RunDeadlinePassed
 from comfyq.testing.comfyui_standin import StandinComfyUI
 from comfyq.testing.standin_process import StandinProcess
 
-
 # --- graphs ---------------------------------------------------------------------------------
 
 def invert_graph(prefix: Any = "inverted", color: int = 0xFF0000) -> dict[str, Any]:
@@ -361,7 +360,7 @@ def test_server_that_stops_answering_does_not_hang_the_run(tmp_path):
 @contextlib.contextmanager
 def image_server(data: bytes) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(data)))
@@ -451,7 +450,8 @@ class ComfyUIFleet:
     """A stand-in ComfyUI process, a ``comfyq worker`` bound to it, and a client."""
 
     def __init__(self, redis_url: str, root: Path, worker_args: list[str],
-                 standin: StandinProcess | None = None, **env: str) -> None:
+                 standin: StandinProcess | None = None, server_class: str = "StandinSleep",
+                 **env: str) -> None:
         import redis
 
         from comfyq import Client
@@ -461,6 +461,7 @@ class ComfyUIFleet:
 
         self.root = root
         self.standin = standin
+        self.server_class = server_class
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self.redis.flushdb()
         self.env = {
@@ -479,15 +480,15 @@ class ComfyUIFleet:
             machine_max_run_seconds={"short": 2.0}),
             webhook_settings=WebhookSettings(webhook_allow_loopback=True))
 
-    def start(self) -> "ComfyUIFleet":
+    def start(self) -> ComfyUIFleet:
         from comfyq.catalog_registry import published_catalog
 
         self.fleet.start()
         try:
             self.fleet.wait_ready(self.redis, timeout=90)
-            # The worker publishes its server's catalog: the stand-in's own classes show it.
+            # The worker publishes its server's catalog: a class only the server has shows it.
             wait_until(lambda: (published := published_catalog(self.redis, WORKER_GPU))
-                       and "StandinSleep" in published.catalog, 30, "the server's catalog")
+                       and self.server_class in published.catalog, 30, "the server's catalog")
         except Exception:
             print((self.root / "fleet.log").read_text()[-6000:])
             raise
@@ -696,3 +697,22 @@ def test_worker_launches_its_comfyui_pinned_to_its_device_and_restarts_it(redis_
     finally:
         fleet.stop()
     assert all(not Path(f"/proc/{entry['pid']}").exists() for entry in launches(log))
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--comfyui-url", "http://127.0.0.1:8188"],
+     "--comfyui-url names 1 server(s) for 2 device(s)"),
+    (["--comfyui-url", "ftp://host,http://127.0.0.1:8188"], "expected http://host:port"),
+    (["--comfyui-path", "/nonexistent/ComfyUI"], "no main.py there"),
+    (["--comfyui-url", "http://a:1,http://b:2", "--comfyui-path", "/opt/ComfyUI"], "not both"),
+])
+def test_worker_refuses_a_comfyui_setup_it_cannot_serve(arguments, message, tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COMFYQ_GPU_TYPES": "A100,T4", "COMFYQ_DATA_DIR": str(tmp_path),
+           "COMFYQ_DEFAULT_GPU": "A100"}
+    result = subprocess.run([sys.executable, "-m", "comfyq.cli", "worker", "--gpus", "A100,T4",
+                             *arguments], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr and result.stderr.startswith("comfyq: error:")

@@ -14,15 +14,14 @@ import io
 import os
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
+from test_comfyui_backend import ComfyUIFleet, history, local_file, wait_until
 
 from comfyq import RunStatus
-from test_comfyui_backend import ComfyUIFleet, history, local_file, wait_until
 
 COMFYUI_URL = os.environ.get("COMFYQ_TEST_COMFYUI_URL", "").rstrip("/")
 

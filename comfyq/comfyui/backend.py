@@ -32,8 +32,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ class ComfyUIOptions:
     max_output_bytes: int = 4 * 2**30
 
     @classmethod
-    def from_settings(cls, settings: Any, url: str) -> "ComfyUIOptions":
+    def from_settings(cls, settings: Any, url: str) -> ComfyUIOptions:
         return cls(url=url, request_timeout=settings.comfyui_request_timeout_seconds,
                    interrupt_grace=settings.comfyui_interrupt_grace_seconds,
                    unavailable_seconds=settings.comfyui_unavailable_seconds,

@@ -62,7 +62,7 @@ class EventStream:
                     self._frames.put((generation, json.loads(data)))
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     raise EventStreamLost(f"websocket {self.url}: the server closed it")
-        except Exception as error:  # whatever broke the connection is reported to the reader
+        except Exception as error:  # noqa: BLE001 (whatever broke the connection is reported)
             lost = error if isinstance(error, EventStreamLost) else EventStreamLost(
                 f"websocket {self.url}: connection lost: {error or type(error).__name__}")
             self._frames.put((generation, lost))

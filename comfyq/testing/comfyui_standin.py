@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -130,7 +130,7 @@ class StandinComfyUI:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> "StandinComfyUI":
+    def start(self) -> Self:
         """Serve from background threads; returns once the server answers."""
         started = threading.Event()
         failure: list[BaseException] = []
@@ -139,7 +139,7 @@ class StandinComfyUI:
             loop = asyncio.new_event_loop()
             try:
                 loop.run_until_complete(self._open())
-            except BaseException as error:  # reported to start()'s caller
+            except BaseException as error:  # noqa: BLE001 (re-raised in start()'s caller)
                 failure.append(error)
                 started.set()
                 return
@@ -175,10 +175,10 @@ class StandinComfyUI:
         stop.wait()
         self.stop()
 
-    def __enter__(self) -> "StandinComfyUI":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     async def _open(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 
@@ -42,13 +43,14 @@ class StandinProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "StandinProcess":
-        output: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+    def start(self, timeout: float = 60.0) -> Self:
         command = [sys.executable, "-m", "comfyq.testing.comfyui_standin", "--port",
                    str(self.port), "--root", str(self.root), *self.extra_args]
-        self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        if output is not subprocess.DEVNULL:
-            output.close()
+        with contextlib.ExitStack() as files:
+            output: Any = subprocess.DEVNULL
+            if self.log_path:
+                output = files.enter_context(open(self.log_path, "ab"))
+            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         self.wait_ready(timeout)
         return self
 
@@ -82,8 +84,8 @@ class StandinProcess:
         self.kill()
         self.start(timeout)
 
-    def __enter__(self) -> "StandinProcess":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
