@@ -713,6 +713,7 @@ def test_worker_refuses_a_comfyui_setup_it_cannot_serve(arguments, message, tmp_
     env = {**os.environ, "COMFYQ_GPU_TYPES": "A100,T4", "COMFYQ_DATA_DIR": str(tmp_path),
            "COMFYQ_DEFAULT_GPU": "A100"}
     result = subprocess.run([sys.executable, "-m", "comfyq.cli", "worker", "--gpus", "A100,T4",
-                             *arguments], env=env, capture_output=True, text=True, timeout=60)
+                             *arguments], env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode != 0
     assert message in result.stderr and result.stderr.startswith("comfyq: error:")
