@@ -71,8 +71,9 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     # Node catalog (issue 3, comfyq.catalog_registry): GPU workers publish what they can run
     # before they show as online, so a producer that sees a worker also sees its catalog.
     from comfyq.catalog_registry import start_worker_publisher
+    from comfyq.workers.runtime import catalog_source
 
-    start_worker_publisher(client, description)
+    start_worker_publisher(client, description, catalog_source())
 
     def refresh() -> None:
         while True:

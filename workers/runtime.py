@@ -10,7 +10,6 @@ import functools
 import os
 
 import redis
-from celery.signals import worker_init
 
 from comfyq.execution.runner import RunRunner, WorkerIdentity
 from comfyq.runs import RunStore
@@ -55,16 +54,6 @@ def catalog_source():
     from comfyq.catalog_registry import in_process_catalog
 
     return in_process_catalog
-
-
-@worker_init.connect
-def _publish_comfyui_catalog(**_) -> None:
-    # Connected at worker_init, so after presence's worker_ready receiver: it replaces the
-    # in-process catalog presence publishes with the ComfyUI server's.
-    if get_settings().comfyui_url:
-        from comfyq.comfyui.catalog import publish_server_catalog_on_ready
-
-        publish_server_catalog_on_ready(catalog_source())
 
 
 @functools.cache

@@ -136,7 +136,8 @@ class Supervisor:
     def _spawn(self, spec: ChildSpec) -> None:
         env = {**os.environ, **spec.env}
         self.processes[spec.name] = subprocess.Popen(spec.argv, env=env, cwd=spec.cwd,
-                                                     preexec_fn=_child_setup)
+                                                     # Only setpgrp and prctl run there.
+                                                     preexec_fn=_child_setup)  # noqa: PLW1509
         self._started_at[spec.name] = time.monotonic()
         logger.info("started %s (pid %d)", spec.name, self.processes[spec.name].pid)
 

@@ -35,29 +35,3 @@ def server_catalog_source(url: str, timeout: float, wait_seconds: float):
                 time.sleep(1.0)
 
     return source
-
-
-def publish_server_catalog_on_ready(source) -> None:
-    """Have this worker publish ``source``'s catalog once it is ready.
-
-    ``workers/presence.py`` starts the in-process catalog's publisher when the worker is ready;
-    this receiver, connected after it, replaces that catalog with the server's. (Once presence
-    passes :func:`comfyq.workers.runtime.catalog_source` itself, this is no longer needed.)
-    """
-    from celery.signals import worker_ready
-
-    def on_ready(sender: Any = None, **_: Any) -> None:
-        import os
-
-        import redis
-
-        from comfyq.catalog_registry import start_worker_publisher, stop_worker_publisher
-        from comfyq.settings import get_settings
-
-        stop_worker_publisher()
-        client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
-        description = {"name": sender.hostname,
-                       "gpu_type": os.environ.get("COMFYQ_WORKER_GPU_TYPE")}
-        start_worker_publisher(client, description, source)
-
-    worker_ready.connect(on_ready, weak=False)
