@@ -31,7 +31,8 @@ from comfyq.local_fleet import LocalFleet
 
 #: The one-node run: an output node fed only by literals.
 ONE_NODE_GRAPH = {"1": {"class_type": "ComfyDeployOutputText",
-                        "inputs": {"text": "hello", "output_id": "greeting"}}}
+                        "inputs": {"text": "hello", "filename_prefix": "greeting",
+                                   "file_type": "txt"}}}
 SUBMIT_GRAPH = {
     "1": {"class_type": "EmptyImage",
           "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},

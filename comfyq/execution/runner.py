@@ -150,9 +150,9 @@ class RunRunner:
             return self._finish(run_id, record, token, RunStatus.CANCELLED, live_status="Cancelled")
         except NodeExecutionError as error:
             logger.warning("run %s failed: %s", run_id, error)
+            where = f"Failed at node {error.node_id}" if error.node_id else "Failed"
             return self._finish(run_id, record, token, RunStatus.FAILED,
-                                live_status=f"Failed at node {error.node_id}: "
-                                            f"{error.exception_message}"[:300],
+                                live_status=f"{where}: {error.exception_message}"[:300],
                                 error=error.as_dict())
         except GraphError as error:
             return self._finish(run_id, record, token, RunStatus.FAILED, live_status="Failed",
