@@ -61,6 +61,8 @@ class RunLease:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Set once the run's final write gave the lease back (``RunStore.move`` does).
+        self.released = False
 
     def start_heartbeat(self) -> None:
         """Renew the lease every third of its TTL until :meth:`release`."""
@@ -85,10 +87,16 @@ class RunLease:
         if self._lost.is_set():
             raise LeaseLost(self.run_id)
 
-    def release(self) -> None:
+    def stop_heartbeat(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+
+    def release(self) -> None:
+        """Stop the heartbeat and give the lease back (unless a final write already did)."""
+        self.stop_heartbeat()
+        if self.released:
+            return
         try:
             self._release(keys=[self.key], args=[self.token])
         except redis.RedisError as error:

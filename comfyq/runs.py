@@ -65,6 +65,8 @@ if rank >= {FINAL_RANK} then return false end
 local fence = ARGV[4]
 if fence ~= '' and redis.call('GET', KEYS[3]) ~= fence then return false end
 if move(rank, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[7], ARGV[6], ARGV[5], 8) then
+  -- A worker's final write gives its lease back in the same step.
+  if fence ~= '' and tonumber(ARGV[2]) >= {FINAL_RANK} then redis.call('DEL', KEYS[3]) end
   return status
 end
 return false
@@ -183,7 +185,8 @@ class RunStore:
         Returns the status the run had before, or None when the change was refused (run
         missing, final, not a forward move, or ``lease_token`` no longer holds the lease).
         ``force`` allows a move back to an earlier non-final status, for re-queueing;
-        ``only_from`` applies the change only while the run has one of those statuses.
+        ``only_from`` applies the change only while the run has one of those statuses. A final
+        move fenced by ``lease_token`` also releases that lease.
         """
         mode = ";".join(filter(None, [
             "force" if force else "",

@@ -125,7 +125,7 @@ class RunRunner:
                      started: float) -> RunStatus:
         attempts = record["attempts"]
         if attempts > self.settings.max_attempts:
-            return self._finish(run_id, record, lease.token, RunStatus.FAILED,
+            return self._finish(run_id, record, lease, RunStatus.FAILED,
                                 live_status="Failed: workers kept dying",
                                 error=worker_lost_error(attempts - 1))
         limit = record.get("max_run_seconds") or self.settings.max_run_seconds
@@ -134,40 +134,43 @@ class RunRunner:
         return self._execute(active)
 
     def _execute(self, active: ActiveRun) -> RunStatus:
-        run_id, record, token = active.run_id, active.record, active.lease.token
+        run_id, record = active.run_id, active.record
         context = self._context(active)
         progress = ProgressWriter(
-            self.store, run_id, token, self.settings.progress_interval_seconds,
+            self.store, run_id, active.lease.token, self.settings.progress_interval_seconds,
             self.announce if active.wants_intermediate else None)
         context.report_progress = progress.node_progress
         try:
             ui_outputs = self.backend.execute(record["workflow_api"], record.get("workflow_inputs"),
                                               context, progress.node_started)
         except RunDeadlinePassed:
-            return self._finish(run_id, record, token, RunStatus.TIMEOUT,
+            return self._finish(run_id, record, active.lease, RunStatus.TIMEOUT,
                                 live_status="Timed out", error=timeout_error(active))
         except RunCancelled:
-            return self._finish(run_id, record, token, RunStatus.CANCELLED, live_status="Cancelled")
+            return self._finish(run_id, record, active.lease, RunStatus.CANCELLED, live_status="Cancelled")
         except NodeExecutionError as error:
             logger.warning("run %s failed: %s", run_id, error)
             where = f"Failed at node {error.node_id}" if error.node_id else "Failed"
-            return self._finish(run_id, record, token, RunStatus.FAILED,
+            return self._finish(run_id, record, active.lease, RunStatus.FAILED,
                                 live_status=f"{where}: {error.exception_message}"[:300],
                                 error=error.as_dict())
         except GraphError as error:
-            return self._finish(run_id, record, token, RunStatus.FAILED, live_status="Failed",
+            return self._finish(run_id, record, active.lease, RunStatus.FAILED, live_status="Failed",
                                 error={"exception_type": "GraphError",
                                        "exception_message": str(error)})
         active.lease.check()
         outputs = [self._output_record(run_id, node_id, ui, record["workflow_api"])
                    for node_id, ui in ui_outputs.items()]
-        return self._finish(run_id, record, token, RunStatus.SUCCESS, live_status="Done",
+        return self._finish(run_id, record, active.lease, RunStatus.SUCCESS, live_status="Done",
                             outputs=outputs, progress=1.0)
 
-    def _finish(self, run_id: str, record: dict[str, Any], lease_token: str | None,
+    def _finish(self, run_id: str, record: dict[str, Any], lease: RunLease | None,
                 status: RunStatus, **fields: Any) -> RunStatus:
         fields.setdefault("ended_at", now())
-        if self.store.move(run_id, status, fields, lease_token=lease_token) is not None:
+        token = lease.token if lease else None
+        if self.store.move(run_id, status, fields, lease_token=token) is not None:
+            if lease is not None:
+                lease.released = True
             self._announce(record, run_id, final=True)
             return status
         return self.store.status(run_id)
@@ -179,7 +182,8 @@ class RunRunner:
 
     def _context(self, active: ActiveRun) -> RunContext:
         run_id = active.run_id
-        next_look = 0.0
+        # The claim itself just looked at the cancel flag.
+        next_look = time.time() + CANCEL_CHECK_SECONDS
 
         def check_cancelled() -> None:
             nonlocal next_look
