@@ -98,12 +98,16 @@ def now() -> float:
     return time.time()
 
 
+#: One compact encoder for every field: ``json.dumps`` with arguments builds a new one per call.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_fields(fields: Mapping[str, Any]) -> list[str]:
     """Flatten ``fields`` into HSET's field/value list, JSON-encoding each value."""
     flat: list[str] = []
     for name, value in fields.items():
         flat.append(name)
-        flat.append(json.dumps(value, separators=(",", ":")))
+        flat.append(_encode_json(value))
     return flat
 
 

@@ -10,7 +10,6 @@ of being silently replaced by the node's default.
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from collections.abc import Callable, Mapping
@@ -530,20 +529,23 @@ def apply_inputs(graph: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> 
 
     ``input_id`` takes the value (ComfyDeploy's convention) and, for the classes in
     :data:`VALUE_FIELDS`, that field does too. Keys no node names are ignored. ``graph`` is not
-    modified.
+    modified: the nodes that change are copied, the others are shared with it (submit applies
+    inputs to every graph, so a deep copy would be paid on every submit).
 
     :raises ExternalInputError: a value does not fit its node (e.g. text for a number input, a
         number outside a slider's range, an image that is not a URL).
     """
     inputs = inputs or {}
-    prepared = copy.deepcopy(dict(graph))
-    for node_id, node in prepared.items():
-        node_inputs = node.get("inputs") if isinstance(node, dict) else None
-        if not isinstance(node_inputs, dict):
+    prepared = dict(graph)
+    for node_id, node in graph.items():
+        node_inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if not isinstance(node_inputs, Mapping):
             continue
         key = node_inputs.get("input_id")
         if not isinstance(key, str) or key not in inputs:
             continue
+        node_inputs = dict(node_inputs)
+        prepared[node_id] = {**node, "inputs": node_inputs}
         class_type = node.get("class_type", "")
         try:
             value = _checked_value(class_type, inputs[key], node_inputs)
