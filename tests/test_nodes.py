@@ -849,3 +849,14 @@ def test_comfydeploy_graph_runs_with_request_inputs_in_process(tmp_path: Path) -
     assert read_png(context.output_dir / "blue_00001_.png").shape == (2, 5, 3)
     assert outputs["5"]["text"] == ["blue"]
     assert (context.output_dir / "caption_00001_.txt").read_text() == "blue"
+
+
+def test_apply_inputs_leaves_the_graph_it_was_given_untouched() -> None:
+    graph = {"1": {"class_type": "ComfyUIDeployExternalText",
+                   "inputs": {"input_id": "prompt", "default_value": "a cat"}},
+             "2": {"class_type": "PrimitiveInt", "inputs": {"value": 3}}}
+    before = json.loads(json.dumps(graph))
+    prepared = apply_inputs(graph, {"prompt": "a dog"})
+    assert graph == before
+    assert prepared["1"]["inputs"]["default_value"] == "a dog"
+    assert prepared["2"] == graph["2"]
