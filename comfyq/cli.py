@@ -164,6 +164,16 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workflows_deploy(args: argparse.Namespace) -> int:
+    from comfyq.producer import default_client
+
+    document = _read_request(args.file)
+    graph = document["workflow_api_json"]
+    default_client().deploy_workflow(args.workflow_id, graph)
+    print(f"deployed {len(graph)} nodes as workflow {args.workflow_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="comfyq", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -212,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id")
     cancel.add_argument("--json", action="store_true")
     cancel.set_defaults(handler=_cancel)
+
+    workflows = commands.add_parser("workflows", help="graphs kept under a workflow id")
+    workflow_commands = workflows.add_subparsers(dest="workflows_command", required=True)
+    deploy = workflow_commands.add_parser(
+        "deploy", help="keep an API graph (file) as WORKFLOW_ID; requests naming it with an "
+                       "empty workflow_api_json run it")
+    deploy.add_argument("workflow_id")
+    deploy.add_argument("file", help="API graph or run request JSON file, or - for stdin")
+    deploy.set_defaults(handler=_workflows_deploy)
 
     nodes = commands.add_parser("nodes", help="show the node catalog a GPU queue offers")
     nodes.add_argument("--gpu", help="GPU type (default: every type with a published catalog)")

@@ -43,6 +43,11 @@ ACTIVE_RUNS = f"{PREFIX}:runs:active"
 QUEUED_RUNS = f"{PREFIX}:runs:queued"
 
 
+def workflow(workflow_id: str) -> str:
+    """String (JSON) holding the API graph deployed under a workflow id."""
+    return f"{PREFIX}:workflow:{workflow_id}"
+
+
 def idempotency(key: str) -> str:
     """String holding the run id first submitted with this idempotency key."""
     return f"{PREFIX}:idempotency:{key}"

@@ -8,6 +8,7 @@ against ComfyDeploy reads comfyq's runs unchanged.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NotRequired
 
@@ -125,7 +126,8 @@ def graph_problems(workflow: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
     """Structural problems of an API graph as ``(field path, message)`` pairs; empty when sound."""
     base = ("workflow_api_json",)
     if not workflow:
-        return [(base, "must contain at least one node")]
+        return [(base, "must contain at least one node (or deploy a graph under this "
+                       "workflow_id: comfyq workflows deploy)")]
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for node_id, input_name, link in graph_structure.iter_links(workflow):
         where = (*base, node_id, "inputs", input_name)
@@ -203,13 +205,18 @@ class WorkflowRunModel(BaseModel):
         return self.status.is_final
 
 
-def parse_run_request(data: WorkflowRunRequest | dict[str, Any] | str | bytes) -> WorkflowRunRequest:
+def parse_run_request(data: WorkflowRunRequest | dict[str, Any] | str | bytes,
+                      deployed_graph: Callable[[str], dict[str, Any] | None] | None = None
+                      ) -> WorkflowRunRequest:
     """A validated request from a model, a dict or JSON text.
 
+    :param deployed_graph: looks up the graph deployed under a ``workflow_id``; a request whose
+        ``workflow_api_json`` is empty runs that graph (ComfyDeploy's clients send the workflow's
+        id, and the SDK's model of the graph is an empty object).
     :raises InvalidRunRequest: listing every problem with its field path.
     """
     if isinstance(data, WorkflowRunRequest):
-        return data
+        return _with_graph_checked(data, deployed_graph)
     try:
         if isinstance(data, (str, bytes, bytearray)):
             request = WorkflowRunRequest.model_validate_json(data)
@@ -221,6 +228,16 @@ def parse_run_request(data: WorkflowRunRequest | dict[str, Any] | str | bytes) -
         if isinstance(raw_graph, dict):
             problems += _graph_field_problems(raw_graph)
         raise InvalidRunRequest(problems) from None
+    return _with_graph_checked(request, deployed_graph)
+
+
+def _with_graph_checked(request: WorkflowRunRequest,
+                        deployed_graph: Callable[[str], dict[str, Any] | None] | None
+                        ) -> WorkflowRunRequest:
+    if not request.workflow_api_json and deployed_graph is not None:
+        graph = deployed_graph(request.workflow_id)
+        if graph:
+            request = request.model_copy(update={"workflow_api_json": graph})
     problems = _graph_field_problems(request.workflow_api_json)
     if problems:
         raise InvalidRunRequest(problems)

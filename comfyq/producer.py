@@ -7,6 +7,7 @@ client built from the ``COMFYQ_`` environment, so most code needs only ``import 
 from __future__ import annotations
 
 import functools
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ class Client:
             ``error`` + ``node_errors`` in ``body``); see :mod:`comfyq.submit_check`.
         :raises SubmitFailed: the broker could not be reached; nothing was recorded.
         """
-        request = parse_run_request(request)
+        request = parse_run_request(request, self.deployed_workflow)
         gpu_type = resolve_gpu(request, self.settings)
         check_run_graph(self.redis, self.settings, request, gpu_type)  # issue 3: before recording
         if request.webhook:
@@ -132,6 +133,21 @@ class Client:
         if request.webhook and request.webhook_intermediate_status:
             Announcer(self.redis).announce(run_id, True)
         return run_id
+
+    def deploy_workflow(self, workflow_id: str, graph: dict[str, Any]) -> dict[str, Any]:
+        """Keep ``graph`` as the workflow ``workflow_id``: requests that name it with an empty
+        ``workflow_api_json`` (as ComfyDeploy's SDK sends them) run it. Returns the graph.
+
+        :raises InvalidRunRequest: the graph is malformed (checked as a request would be).
+        """
+        checked = parse_run_request({"workflow_id": workflow_id, "workflow_api_json": graph})
+        self.redis.set(keys.workflow(workflow_id), json.dumps(checked.workflow_api_json))
+        return checked.workflow_api_json
+
+    def deployed_workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """The graph deployed under ``workflow_id``, or None."""
+        stored = self.redis.get(keys.workflow(workflow_id))
+        return None if stored is None else json.loads(stored)
 
     def _check_webhook(self, url: str) -> None:
         """Refuse webhooks to loopback, private, link-local or metadata addresses (unless allowed)."""

@@ -7,7 +7,9 @@ path prefix. Nothing here speaks HTTP itself; every call is the SDK's.
 One quirk of the SDK itself (0.5.0 to 0.6.3): its generated ``WorkflowAPIJSON`` model is an
 empty object, so a request given as a dict reaches the server with ``"workflow_api_json": {}``.
 A graph travels when the request is a model built with ``WorkflowRunRequest.model_construct``
-(pydantic then serializes the dict as it is, with a warning); both ways are shown here.
+(pydantic then serializes the dict as it is, with a warning); and a plain dict request with an
+empty graph runs the graph deployed under its ``workflow_id`` (``comfyq workflows deploy``), as
+ComfyDeploy's own server does. All three ways are shown here.
 """
 
 from __future__ import annotations
@@ -86,6 +88,18 @@ def test_a_dict_request_loses_its_graph_in_the_sdk_and_is_refused_clearly(sdk):
     [problem] = invalid.value.data.detail
     assert problem.loc == ["body", "workflow_api_json"]
     assert "at least one node" in problem.msg
+
+
+def test_a_plain_dict_request_runs_the_workflow_deployed_under_its_id(sdk, client):
+    # How ComfyDeploy's users call it: the workflow is deployed, requests name it by id.
+    client.deploy_workflow("sdk-deployed", invert_graph(prefix="deployed"))
+    queued = sdk.run.workflow.queue(request={"workflow_id": "sdk-deployed",
+                                             "workflow_api_json": {}, "gpu": "A100",
+                                             "inputs": {"width": 5}})
+    run_id = queued.create_run_response.run_id
+    run = client.wait(run_id, 60)
+    assert run.status == RunStatus.SUCCESS
+    assert run.outputs[0].data["images"][0]["filename"] == "deployed_00001_.png"
 
 
 def test_sdk_errors_carry_comfyqs_answers(sdk):

@@ -95,7 +95,30 @@ def test_cycle_is_named(client, redis_client):
 
 def test_empty_graph(client):
     assert problems_of(client, request({})) == {
-        "workflow_api_json": "must contain at least one node"}
+        "workflow_api_json": "must contain at least one node (or deploy a graph under this "
+                             "workflow_id: comfyq workflows deploy)"}
+
+
+def test_empty_graph_runs_the_workflow_deployed_under_its_id(client, redis_client):
+    client.deploy_workflow("invert-v1", invert_graph(prefix="deployed"))
+    run_id = client.submit({"workflow_id": "invert-v1", "workflow_api_json": {}, "gpu": "A100"})
+    assert client.get_run(run_id).workflow_api["3"]["class_type"] == "SaveImage"
+    assert redis_client.llen("comfyq.gpu.A100") == 1
+
+
+def test_a_broken_graph_cannot_be_deployed(client, redis_client):
+    graph = invert_graph()
+    graph["2"]["inputs"]["image"] = ["99", 0]
+    with pytest.raises(InvalidRunRequest, match="links to node '99'"):
+        client.deploy_workflow("broken", graph)
+    assert redis_client.get("comfyq:workflow:broken") is None
+
+
+def test_a_model_gets_the_same_graph_checks(client):
+    graph = invert_graph()
+    graph["1"]["inputs"]["width"] = ["2", 0]
+    problems = problems_of(client, WorkflowRunRequest(workflow_id="w", workflow_api_json=graph))
+    assert problems == {"workflow_api_json": "the graph has a cycle: 1 -> 2 -> 1"}
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/hook", "example.com/hook", "http://",
