@@ -108,3 +108,10 @@ def test_an_unreachable_redis_is_one_clear_line(redis_url) -> None:
     assert shown.returncode == 1
     assert shown.stderr.startswith("comfyq webhooks: error: Redis at redis://127.0.0.1:9/0 failed")
     assert shown.stderr.count("\n") == 1 and "pw" not in shown.stderr
+
+
+@pytest.fixture
+def redis_url(redis_url: str) -> str:
+    """A database of their own: the session's worker fleet delivers webhooks from database 0,
+    and its callback worker would otherwise take these tests' deliveries too."""
+    return redis_url.rsplit("/", 1)[0] + "/11"

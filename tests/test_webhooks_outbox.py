@@ -578,3 +578,10 @@ def test_without_a_configured_secret_the_deployment_secret_signs(client, receive
     record(client, run_id, receiver.url, "success", unconfigured)
     pump(client, unconfigured, lambda: outstanding(client) == 0)
     assert len(receiver.accepted()) == 1
+
+
+@pytest.fixture
+def redis_url(redis_url: str) -> str:
+    """A database of their own: the session's worker fleet delivers webhooks from database 0,
+    and its callback worker would otherwise take these tests' deliveries too."""
+    return redis_url.rsplit("/", 1)[0] + "/11"
