@@ -122,7 +122,11 @@ def overlapping_executions(entries, kill_times: dict[int, float]) -> int:
                    default=float("inf"))
         intervals.append((started, died))
     intervals.sort()
-    return sum(1 for before, after in itertools.pairwise(intervals) if after[0] < before[1])
+    overlaps = [(before, after) for before, after in itertools.pairwise(intervals)
+                if after[0] < before[1]]
+    for before, after in overlaps:
+        print(f"overlap: {before} then {after} in {entries} (kills {kill_times})")
+    return len(overlaps)
 
 
 def pool_children(parent_pid: int) -> list[int]:
@@ -141,7 +145,10 @@ def pool_children(parent_pid: int) -> list[int]:
 def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database, tmp_path):
     # A worker killed after taking a message but before claiming its run leaves the message
     # unacked: the maintenance re-publishes such a run after COMFYQ_LOST_MESSAGE_SECONDS.
-    env = fleet_env(database, tmp_path, COMFYQ_MAX_ATTEMPTS="20", COMFYQ_LOST_MESSAGE_SECONDS="2")
+    # Leases of 3 s (heartbeat every second): short enough to recover quickly from the kills,
+    # long enough that a live worker starved of CPU on this busy machine keeps its lease.
+    env = fleet_env(database, tmp_path, COMFYQ_MAX_ATTEMPTS="20", COMFYQ_LOST_MESSAGE_SECONDS="2",
+                    COMFYQ_LEASE_TTL_SECONDS="3")
     client = client_for(env)
     plain = redis.Redis.from_url(database, decode_responses=True)
     kill_times: dict[int, float] = {}
@@ -159,18 +166,20 @@ def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database,
                 victim = random.choice(workers)
                 rounds += 1
                 targets = pool_children(victim["pid"]) if rounds % 2 else []
-                moment = time.time()
                 if targets:  # the pool process alone: Celery's reject-on-worker-lost path
                     for pid in targets:
-                        kill_times[pid] = moment
-                        os.kill(pid, signal.SIGKILL)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
                     kills["pool process"] += 1
                 else:  # the whole worker, as in a host loss
-                    for pid in [victim["pid"], *pool_children(victim["pid"])]:
-                        kill_times[pid] = moment
+                    targets = [victim["pid"], *pool_children(victim["pid"])]
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(victim["pid"], signal.SIGKILL)
                     kills["worker"] += 1
+                # Taken after the kill: no execution of these processes goes on past it.
+                moment = time.time()
+                for pid in targets:
+                    kill_times[pid] = moment
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
@@ -193,8 +202,12 @@ def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database,
     assert len(statuses) == 60
     assert set(statuses.values()) == {RunStatus.SUCCESS}
     assert overlaps == 0
-    # Each run completed its node exactly once: a killed execution never reached its end.
-    assert all(sum(1 for e in entries if e[0] == "end") == 1 for entries in all_executions.values())
+    # Every run's node completed; a second completion only ever follows a crash (the worker died
+    # after the node finished, before the run was recorded final), never alongside the first.
+    for run_id, entries in all_executions.items():
+        completions = sum(1 for e in entries if e[0] == "end")
+        assert completions >= 1
+        assert completions == 1 or records[run_id].attempts > 1
 
 
 def test_redis_restart_mid_stream_loses_no_accepted_run(tmp_path):
