@@ -22,9 +22,9 @@ from pathlib import Path
 # Run as a script, the checkout's root is not on the path unless comfyq is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comfyq.catalog import load_catalog  # noqa: E402
-from comfyq.catalog_registry import publish_worker_catalog  # noqa: E402
-from comfyq.catalog_validation import (  # noqa: E402
+from comfyq.catalog import load_catalog
+from comfyq.catalog_registry import publish_worker_catalog
+from comfyq.catalog_validation import (
     PromptValidationError,
     compile_catalog,
     validate_prompt,

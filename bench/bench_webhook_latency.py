@@ -21,9 +21,9 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis  # noqa: E402
-from comfyq.local_fleet import LocalFleet  # noqa: E402
-from comfyq.local_receiver import WebhookReceiver  # noqa: E402
+from comfyq.embedded_redis import start_embedded_redis
+from comfyq.local_fleet import LocalFleet
+from comfyq.local_receiver import WebhookReceiver
 
 GRAPH = {"1": {"class_type": "ComfyDeployOutputText",
                "inputs": {"text": "hello", "filename_prefix": "hook", "file_type": "txt"}}}

@@ -17,9 +17,10 @@ from pathlib import Path as _Path
 # source checkout (the repository root on sys.path), let those imports find the top-level folders.
 _checkout = _Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "tasks").is_dir():
-    __path__.append(str(_checkout))  # noqa: F821 (a package's own __path__)
+    __path__.append(str(_checkout))
 
-from comfyq.errors import (  # noqa: E402
+from comfyq.catalog_validation import PromptValidationError
+from comfyq.errors import (
     ComfyqError,
     FieldProblem,
     InvalidRunRequest,
@@ -27,9 +28,8 @@ from comfyq.errors import (  # noqa: E402
     UnknownGpuType,
     WaitTimeout,
 )
-from comfyq.catalog_validation import PromptValidationError  # noqa: E402
-from comfyq.models import GPU, RunStatus, WorkflowRunModel, WorkflowRunRequest  # noqa: E402
-from comfyq.producer import CancelResult, Client, SubmitFailed, cancel, get_run, submit, wait  # noqa: E402
+from comfyq.models import GPU, RunStatus, WorkflowRunModel, WorkflowRunRequest
+from comfyq.producer import CancelResult, Client, SubmitFailed, cancel, get_run, submit, wait
 
 __all__ = [
     "GPU",

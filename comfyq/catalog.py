@@ -73,7 +73,7 @@ def node_info(class_name: str, node_class: type, display_name: str | None = None
         "python_module": getattr(node_class, "RELATIVE_PYTHON_MODULE", "nodes"),
         "category": getattr(node_class, "CATEGORY", "sd"),
         # ComfyUI's server tests ``== True``: a class saying OUTPUT_NODE = 1 is an output too.
-        "output_node": bool(getattr(node_class, "OUTPUT_NODE", False) == True),  # noqa: E712
+        "output_node": bool(getattr(node_class, "OUTPUT_NODE", False) == True),
     }
     if hasattr(node_class, "OUTPUT_TOOLTIPS"):
         info["output_tooltips"] = _as_json_data(node_class.OUTPUT_TOOLTIPS)

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from comfyq import graph as graph_structure
 from comfyq.catalog import WILDCARD_TYPE

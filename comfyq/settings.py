@@ -241,7 +241,7 @@ class Settings(BaseSettings):
         return (self.data_dir / "outputs").resolve()
 
     @model_validator(mode="after")
-    def _check_gpu_references(self) -> "Settings":
+    def _check_gpu_references(self) -> Settings:
         known = set(self.gpu_types)
         if self.default_gpu not in known:
             raise ValueError(f"default_gpu {self.default_gpu!r} is not in gpu_types {sorted(known)}")

@@ -6,13 +6,13 @@ import functools
 import time
 
 import redis
-from comfyq.scheduler import reaper
-from comfyq.tasks.app import celery_app
-from comfyq.workers.runtime import redis_client, run_store
 
 from comfyq.notifications import Announcer, send_delivery
 from comfyq.producer import publish_run
+from comfyq.scheduler import reaper
 from comfyq.settings import get_settings
+from comfyq.tasks.app import celery_app
+from comfyq.workers.runtime import redis_client, run_store
 
 
 def _publish(run_id: str, gpu_type: str) -> None:

@@ -7,10 +7,10 @@ same queues and the same settings, all derived from ``comfyq.settings``.
 from __future__ import annotations
 
 from celery import Celery
-from comfyq.scheduler.schedule import beat_schedule
 from kombu import Queue
 
 from comfyq.routing import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
+from comfyq.scheduler.schedule import beat_schedule
 from comfyq.settings import Settings, get_settings
 
 TASK_MODULES = [

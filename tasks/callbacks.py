@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from comfyq.notifications import DELIVER_WEBHOOK_TASK, send_delivery
 from comfyq.tasks.app import celery_app
 from comfyq.workers.runtime import redis_client
-
-from comfyq.notifications import DELIVER_WEBHOOK_TASK, send_delivery
 
 
 @celery_app.task(name=DELIVER_WEBHOOK_TASK)

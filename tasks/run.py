@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from comfyq.producer import EXECUTE_RUN_TASK
 from comfyq.tasks.app import celery_app
 from comfyq.workers import runtime
-
-from comfyq.producer import EXECUTE_RUN_TASK
 
 
 @celery_app.task(name=EXECUTE_RUN_TASK, bind=True)

@@ -8,13 +8,13 @@ import time
 
 import pytest
 import redis
-from comfyq.scheduler import reaper
-from comfyq.scheduler.beat import BeatLock
 
 from comfyq import Client, RunStatus
 from comfyq.models import FINAL_STATUSES
 from comfyq.producer import publish_run
 from comfyq.routing import gpu_queue
+from comfyq.scheduler import reaper
+from comfyq.scheduler.beat import BeatLock
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
 from tests.helpers import request

@@ -548,7 +548,7 @@ def http_server() -> Iterator[tuple[str, Routes]]:
     routes = Routes()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             handler = routes.handlers.get(self.path)
             if handler is None:
                 self.send_error(404)

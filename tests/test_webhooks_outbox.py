@@ -28,8 +28,8 @@ from comfyq.webhooks.outbox import (
     record_event,
     redeliver,
 )
-from comfyq.webhooks.secret_store import deployment_secret
 from comfyq.webhooks.receiver import Received, Reply, SigningReceiver, always, sequence
+from comfyq.webhooks.secret_store import deployment_secret
 from comfyq.webhooks.settings import WebhookSettings
 from comfyq.webhooks.signing import generate_secret
 

@@ -75,7 +75,7 @@ NodeStarted = Callable[[str, str, int, int], None]
 
 def is_output_class(node_class: type) -> bool:
     """Whether a class is an output node, tested as ComfyUI tests it (``== True``)."""
-    return getattr(node_class, "OUTPUT_NODE", False) == True  # noqa: E712
+    return getattr(node_class, "OUTPUT_NODE", False) == True
 
 
 def output_node_ids(graph: Mapping[str, Any], node_classes: Mapping[str, type]) -> list[str]:

@@ -63,7 +63,7 @@ def load_packs(directories: Iterable[Path], registry: NodeRegistry) -> None:
         for entry in _pack_entries(Path(directory)):
             try:
                 module = _import_pack(entry)
-                mappings = getattr(module, "NODE_CLASS_MAPPINGS")
+                mappings = module.NODE_CLASS_MAPPINGS
             except Exception as error:  # a broken pack must not stop the worker
                 registry.failed_packs[str(entry)] = "".join(
                     traceback.format_exception_only(error)).strip()

@@ -157,7 +157,7 @@ class SigningReceiver:
                     receiver._connections.discard(self.connection)
                 super().finish()
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 receiver._handle(self)
 
             def log_message(self, *args: Any) -> None:
@@ -165,7 +165,7 @@ class SigningReceiver:
 
         return Handler
 
-    def start(self) -> "SigningReceiver":
+    def start(self) -> SigningReceiver:
         """Listen (again) on the receiver's port."""
         self._stopping.clear()
         self._server = ThreadingHTTPServer((self.host, self.port), self._handler_class())
@@ -205,8 +205,8 @@ class SigningReceiver:
                 self._changed.wait(remaining)
             return True
 
-    def __enter__(self) -> "SigningReceiver":
+    def __enter__(self) -> SigningReceiver:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

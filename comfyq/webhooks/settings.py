@@ -110,7 +110,7 @@ class WebhookSettings(BaseSettings):
         """How long one attempt may hold its event before it is presumed lost with its worker."""
         return self.webhook_timeout_seconds * 2 + 30.0
 
-    def with_overrides(self, **overrides: Any) -> "WebhookSettings":
+    def with_overrides(self, **overrides: Any) -> WebhookSettings:
         """A copy with some settings replaced and validated (used by tests and benchmarks)."""
         return WebhookSettings.model_validate({**self.model_dump(), **overrides})
 

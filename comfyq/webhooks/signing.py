@@ -24,7 +24,7 @@ import json
 import secrets as random_source
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -71,7 +71,7 @@ def signature_headers(secrets: Sequence[SecretStr | str], event_id: str, body: b
     seconds = int(time.time() if timestamp is None else timestamp)
     # standardwebhooks' sign() reads its datetime as UTC whatever its tzinfo says, so it gets
     # an aware UTC datetime built from the same integer seconds the header carries.
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     text = body.decode("utf-8")
     signatures = " ".join(_signer(secret).sign(event_id, moment, text) for secret in secrets)
     return {
