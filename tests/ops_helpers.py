@@ -45,12 +45,16 @@ def png_bytes(width: int = 6, height: int = 4, color: tuple[int, int, int] = (10
 
 
 class GatedImageServer:
-    """A loopback HTTP server whose PNG answers wait until :meth:`open` (or a timeout)."""
+    """A loopback HTTP server whose PNG answers wait to be let through: all at once by
+    :meth:`open`, or one at a time by :meth:`step` (each wait ends after a timeout anyway)."""
+
+    #: Permits that :meth:`open` hands out: more than any test downloads.
+    OPEN_PERMITS = 10_000
 
     def __init__(self, body: bytes | None = None) -> None:
         self.body = body or png_bytes()
         self.requested = threading.Event()
-        self._gate = threading.Event()
+        self._permits = threading.Semaphore(0)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -59,8 +63,14 @@ class GatedImageServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/{name}"
 
+    def urls(self, count: int) -> list[str]:
+        return [self.url(f"image{number}.png") for number in range(count)]
+
     def open(self) -> None:
-        self._gate.set()
+        self._permits.release(self.OPEN_PERMITS)
+
+    def step(self) -> None:
+        self._permits.release()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -68,7 +78,7 @@ class GatedImageServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requested.set()
-                server._gate.wait(GATE_TIMEOUT_SECONDS)
+                server._permits.acquire(timeout=GATE_TIMEOUT_SECONDS)
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")
                 self.send_header("Content-Length", str(len(server.body)))
@@ -85,7 +95,7 @@ class GatedImageServer:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._gate.set()
+        self.open()
         self._server.shutdown()
         self._server.server_close()
 

@@ -13,12 +13,10 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 import requests
@@ -28,7 +26,7 @@ from comfyq import RunStatus, keys
 from comfyq.local_receiver import WebhookReceiver
 from comfyq.web.output_access import OutputItem, OutputRefused, output_path
 from tests.helpers import invert_graph, request
-from tests.ops_helpers import held_graph, png_bytes, wait_until
+from tests.ops_helpers import GatedImageServer, held_graph, png_bytes, wait_until
 from tests.test_api import free_port, wait_for_health
 
 TOKEN = "web-token"
@@ -39,8 +37,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 #: Longest any page expectation waits (the pages poll every 0.5 s).
 PAGE_TIMEOUT_MS = 20_000
 HTTP_TIMEOUT = 30
-#: Longest a held image download waits for the test to let it through.
-STEP_TIMEOUT_SECONDS = 25.0
 
 
 # --- servers and browser ----------------------------------------------------------------------
@@ -126,51 +122,6 @@ def stored_token(page: Page) -> str | None:
 def get(root: str, path: str, token: str | None = TOKEN) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     return requests.get(f"{root}{path}", headers=headers, timeout=HTTP_TIMEOUT)
-
-
-class SteppedImageServer:
-    """A loopback server whose image downloads each wait for :meth:`step` to let one through."""
-
-    def __init__(self) -> None:
-        self.body = png_bytes(12, 12, (200, 40, 40))
-        self._permits = threading.Semaphore(0)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def urls(self, count: int) -> list[str]:
-        host, port = self._server.server_address[:2]
-        return [f"http://{host}:{port}/image{number}.png" for number in range(count)]
-
-    def step(self) -> None:
-        self._permits.release()
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server._permits.acquire(timeout=STEP_TIMEOUT_SECONDS)
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(server.body)))
-                self.end_headers()
-                self.wfile.write(server.body)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        return Handler
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for _ in range(16):
-            self._permits.release()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def batch_graph(prefix: str) -> dict[str, Any]:
@@ -276,7 +227,7 @@ def test_a_running_runs_progress_moves_without_reloading(api, client, page):
     sign_in(page, f"{api}/ui/")
     expect(page.locator("#content")).to_be_visible()
     page.evaluate("window.notReloaded = true")
-    with SteppedImageServer() as images:
+    with GatedImageServer(png_bytes(12, 12, (200, 40, 40))) as images:
         # As text: input_id takes the value too, and a list there is a link to the validator.
         run_id = client.submit(request(batch_graph("stepped"),
                                        inputs={"pictures": json.dumps(images.urls(5))}))
