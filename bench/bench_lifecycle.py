@@ -11,7 +11,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis
+from bench.local_deployment import start_deployment
 from comfyq.local_fleet import LocalFleet
 
 #: A short run: a small image made, inverted and saved (real file output).
@@ -76,17 +75,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
-    server = start_embedded_redis(save="")
-    url = f"{server.connection_url}/0"
-    env = {"COMFYQ_REDIS_URL": url, "COMFYQ_GPU_TYPES": "A100", "COMFYQ_DEFAULT_GPU": "A100",
-           "COMFYQ_DATA_DIR": tempfile.mkdtemp(prefix="comfyq-bench-"),
-           "BENCH_REDIS_URL": url, "PYTHONPATH": str(REPO)}
-    os.environ.update(env)
-    from comfyq.producer import Client
-    from comfyq.settings import reset_settings
-
-    reset_settings()
+    deployment = start_deployment()
+    server, url, env = deployment.server, deployment.url, deployment.env
     import importlib
+
+    from comfyq.producer import Client
 
     app = importlib.import_module("bench.bare_celery_app").app
     client = Client()

@@ -18,7 +18,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis
+from bench.local_deployment import start_deployment
 from comfyq.local_fleet import LocalFleet
 
 #: The one-node run: an output node fed only by literals.
@@ -94,18 +93,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
 
-    server = start_embedded_redis(save="")
-    url = f"{server.connection_url}/0"
-    data_dir = tempfile.mkdtemp(prefix="comfyq-bench-")
-    env = {"COMFYQ_REDIS_URL": url, "COMFYQ_GPU_TYPES": "A100", "COMFYQ_DEFAULT_GPU": "A100",
-           "COMFYQ_DATA_DIR": data_dir, "COMFYQ_PROGRESS_INTERVAL_SECONDS": "0.2",
-           "BENCH_REDIS_URL": url, "PYTHONPATH": str(REPO)}
-    os.environ.update(env)
-    from comfyq.producer import Client
-    from comfyq.settings import reset_settings
-
-    reset_settings()
+    deployment = start_deployment()
+    server, url, env = deployment.server, deployment.url, deployment.env
     import importlib
+
+    from comfyq.producer import Client
 
     bare_app = importlib.import_module(BARE_APP_MODULE).app
     client = Client()

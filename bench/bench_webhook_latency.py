@@ -10,10 +10,8 @@ Run: ``python bench/bench_webhook_latency.py [--runs 100]``. Starts its own Valk
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import redis
@@ -21,7 +19,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis
+from bench.local_deployment import start_deployment
 from comfyq.local_fleet import LocalFleet
 from comfyq.local_receiver import WebhookReceiver
 
@@ -33,12 +31,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
-    server = start_embedded_redis(save="")
-    url = f"{server.connection_url}/0"
-    env = {"COMFYQ_REDIS_URL": url, "COMFYQ_GPU_TYPES": "A100", "COMFYQ_DEFAULT_GPU": "A100",
-           "COMFYQ_DATA_DIR": tempfile.mkdtemp(prefix="comfyq-bench-"),
-           "COMFYQ_WEBHOOK_ALLOW_LOOPBACK": "true"}
-    os.environ.update(env)
+    deployment = start_deployment(COMFYQ_WEBHOOK_ALLOW_LOOPBACK="true")
+    server, url, env = deployment.server, deployment.url, deployment.env
     from comfyq.producer import Client
 
     client = Client()
