@@ -31,27 +31,24 @@ class AnyType(str):
 ANY = AnyType("*")
 
 
-def image_batch(value: Any, input_name: str = "image") -> np.ndarray:
-    """``value`` as a float32 IMAGE array ``[B, H, W, C]``; a clear error when it is not one."""
+def _batch(value: Any, input_name: str, kind: str, axes: str) -> np.ndarray:
+    """``value`` as a float32 batch with the axes ``axes`` names; one item gets a batch of 1."""
     array = np.asarray(value)
-    if array.ndim == 3:
+    rank = axes.count(",") + 1
+    if array.ndim == rank - 1:
         array = array[None]
-    if array.ndim != 4 or 0 in array.shape:
+    if array.ndim != rank or 0 in array.shape:
         raise ValueError(
-            f"{input_name}: expected an IMAGE of shape [batch, height, width, channels], "
-            f"got shape {list(array.shape)}"
+            f"{input_name}: expected {kind} of shape [{axes}], got shape {list(array.shape)}"
         )
     return array.astype(np.float32, copy=False)
+
+
+def image_batch(value: Any, input_name: str = "image") -> np.ndarray:
+    """``value`` as a float32 IMAGE array ``[B, H, W, C]``; a clear error when it is not one."""
+    return _batch(value, input_name, "an IMAGE", "batch, height, width, channels")
 
 
 def mask_batch(value: Any, input_name: str = "mask") -> np.ndarray:
     """``value`` as a float32 MASK array ``[B, H, W]`` (a single ``[H, W]`` mask gets B=1)."""
-    array = np.asarray(value)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or 0 in array.shape:
-        raise ValueError(
-            f"{input_name}: expected a MASK of shape [batch, height, width], "
-            f"got shape {list(array.shape)}"
-        )
-    return array.astype(np.float32, copy=False)
+    return _batch(value, input_name, "a MASK", "batch, height, width")
