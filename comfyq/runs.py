@@ -242,6 +242,22 @@ class RunStore:
         names = list(names)
         return _decoded(run_id, names, self.client.hmget(keys.run(run_id), ["status", *names]))
 
+    def executing_view(self, run_ids: Sequence[str], names: Iterable[str]
+                       ) -> dict[str, tuple[dict[str, Any], bool] | None]:
+        """For each run, some fields of its record and whether its lease is alive, in one round
+        trip; None for a run whose record is gone."""
+        names = list(names)
+        pipeline = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipeline.hmget(keys.run(run_id), ["status", *names])
+            pipeline.exists(keys.run_lease(run_id))
+        replies = pipeline.execute()
+        view: dict[str, tuple[dict[str, Any], bool] | None] = {}
+        for run_id, values, leased in zip(run_ids, replies[::2], replies[1::2], strict=True):
+            view[run_id] = None if values[0] is None else (
+                _decoded(run_id, names, values), bool(leased))
+        return view
+
     def status(self, run_id: str) -> RunStatus:
         value = self.client.hget(keys.run(run_id), "status")
         if value is None:

@@ -51,22 +51,21 @@ def reap_runs(store: RunStore, settings: Settings, publish: Publish, announce: A
 
 def _reap_executing(store: RunStore, settings: Settings, publish: Publish,
                     announce: Announce) -> int:
-    client = store.client
+    active = store.client.zrange(keys.ACTIVE_RUNS, 0, -1)
+    view = store.executing_view(active, ("started_at", "max_run_seconds", "attempts", "gpu",
+                                         "worker"))
     acted = 0
-    for run_id in client.zrange(keys.ACTIVE_RUNS, 0, -1):
-        try:
-            record = store.get_fields(run_id, ("started_at", "max_run_seconds", "attempts",
-                                                "gpu", "worker"))
-        except KeyError:
-            client.zrem(keys.ACTIVE_RUNS, run_id)
+    for run_id, seen in view.items():
+        if seen is None:
+            store.client.zrem(keys.ACTIVE_RUNS, run_id)
             continue
-        status = RunStatus(record["status"])
-        if status not in EXECUTING:
+        record, leased = seen
+        if RunStatus(record["status"]) not in EXECUTING:
             continue
         limit = record.get("max_run_seconds") or settings.max_run_seconds
         if now() > (record.get("started_at") or now()) + limit + settings.timeout_grace_seconds:
             acted += _time_out(store, settings, run_id, limit, announce)
-        elif not client.exists(keys.run_lease(run_id)):
+        elif not leased:
             acted += _recover_dead_worker(store, settings, run_id, record, publish, announce)
     return acted
 
