@@ -29,9 +29,9 @@ def execute_graph(graph):
     import tempfile
     from pathlib import Path
 
-    from comfyq.execution.context import RunContext, running
     from comfyq.execution.executor import execute_graph as run_graph
     from comfyq.nodes import NODE_CLASS_MAPPINGS
+    from comfyq.run_context import RunContext, running
 
     folder = Path(tempfile.mkdtemp(prefix="bench-plain-"))
     context = RunContext(run_id=folder.name, output_dir=folder / "out", temp_dir=folder / "tmp")

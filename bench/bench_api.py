@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_pipeline import SUBMIT_GRAPH
-from comfyq.embedded_redis import start_embedded_redis
+from comfyq.devtools.embedded_redis import start_embedded_redis
 
 TOKEN = "bench-token"
 PAYLOAD = {"workflow_id": "bench", "workflow_api_json": SUBMIT_GRAPH, "gpu": "A100",

@@ -32,9 +32,9 @@ import websocket
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from comfyq.embedded_redis import start_embedded_redis
-from comfyq.local_fleet import LocalFleet
-from comfyq.testing.standin_process import StandinProcess
+from comfyq.devtools.embedded_redis import start_embedded_redis
+from comfyq.devtools.local_fleet import LocalFleet
+from comfyq.devtools.standin_process import StandinProcess
 
 #: Target: comfyq's extra p50 latency over the direct route.
 TARGET_OVERHEAD_MS = 15.0
@@ -104,7 +104,7 @@ def summary(name: str, samples: list[float]) -> str:
 
 
 def measure(url: str, runs: int, warmup: int, work: Path) -> tuple[list[float], list[float]]:
-    from comfyq.producer import Client
+    from comfyq.producer.client import Client
     from comfyq.settings import Settings
 
     server = start_embedded_redis(save="")

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.local_deployment import start_deployment
-from comfyq.local_fleet import LocalFleet
+from comfyq.devtools.local_fleet import LocalFleet
 
 #: A short run: a small image made, inverted and saved (real file output).
 SHORT_GRAPH = {
@@ -79,7 +79,7 @@ def main() -> int:
     server, url, env = deployment.server, deployment.url, deployment.env
     import importlib
 
-    from comfyq.producer import Client
+    from comfyq.producer.client import Client
 
     app = importlib.import_module("bench.bare_celery_app").app
     client = Client()

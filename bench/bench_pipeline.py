@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.local_deployment import start_deployment
-from comfyq.local_fleet import LocalFleet
+from comfyq.devtools.local_fleet import LocalFleet
 
 #: The one-node run: an output node fed only by literals.
 ONE_NODE_GRAPH = {"1": {"class_type": "ComfyDeployOutputText",
@@ -97,7 +97,7 @@ def main() -> int:
     server, url, env = deployment.server, deployment.url, deployment.env
     import importlib
 
-    from comfyq.producer import Client
+    from comfyq.producer.client import Client
 
     bare_app = importlib.import_module(BARE_APP_MODULE).app
     client = Client()

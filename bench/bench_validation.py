@@ -22,9 +22,9 @@ from pathlib import Path
 # Run as a script, the checkout's root is not on the path unless comfyq is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comfyq.catalog import load_catalog
-from comfyq.catalog_registry import publish_worker_catalog
-from comfyq.catalog_validation import (
+from comfyq.catalog.object_info import load_catalog
+from comfyq.catalog.publishing import publish_worker_catalog
+from comfyq.catalog.validation import (
     PromptValidationError,
     compile_catalog,
     validate_prompt,
@@ -104,7 +104,7 @@ def measure_submit_share(graph: dict, catalog: dict, submits: int) -> None:
     import redis
 
     from comfyq import Client
-    from comfyq.embedded_redis import start_embedded_redis
+    from comfyq.devtools.embedded_redis import start_embedded_redis
     from comfyq.settings import Settings
 
     server = start_embedded_redis(save="")

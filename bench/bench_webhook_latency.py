@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.local_deployment import start_deployment
-from comfyq.local_fleet import LocalFleet
-from comfyq.local_receiver import WebhookReceiver
+from comfyq.devtools.local_fleet import LocalFleet
+from comfyq.devtools.local_receiver import WebhookReceiver
 
 GRAPH = {"1": {"class_type": "ComfyDeployOutputText",
                "inputs": {"text": "hello", "filename_prefix": "hook", "file_type": "txt"}}}
@@ -33,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     deployment = start_deployment(COMFYQ_WEBHOOK_ALLOW_LOOPBACK="true")
     server, url, env = deployment.server, deployment.url, deployment.env
-    from comfyq.producer import Client
+    from comfyq.producer.client import Client
 
     client = Client()
     latencies = []

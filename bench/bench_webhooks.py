@@ -22,8 +22,8 @@ from multiprocessing.connection import Connection
 
 import redis
 
-from comfyq import keys
-from comfyq.embedded_redis import redis_answers, start_embedded_redis
+from comfyq.devtools.embedded_redis import redis_answers, start_embedded_redis
+from comfyq.redis import keys
 from comfyq.webhooks.outbox import deliver_event, enqueue_due, record_event
 from comfyq.webhooks.receiver import SigningReceiver
 from comfyq.webhooks.settings import WebhookSettings

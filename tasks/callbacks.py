@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from comfyq.notifications import DELIVER_WEBHOOK_TASK, send_delivery
+from comfyq.broker import DELIVER_WEBHOOK_TASK
 from comfyq.tasks.app import celery_app
-from comfyq.workers.runtime import redis_client
+from comfyq.workers.runtime import broker, redis_client
 
 
 @celery_app.task(name=DELIVER_WEBHOOK_TASK)
@@ -16,5 +16,5 @@ def deliver_webhook(event_id: str) -> str:
     outcome = deliver_event(redis_client(), event_id)
     next_event = getattr(outcome, "next_event_id", None)
     if next_event:
-        send_delivery(next_event)
+        broker().send_webhook_delivery(next_event)
     return str(getattr(outcome, "state", outcome))

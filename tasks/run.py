@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfyq.producer import EXECUTE_RUN_TASK
+from comfyq.broker import EXECUTE_RUN_TASK
 from comfyq.tasks.app import celery_app
 from comfyq.workers import runtime
 

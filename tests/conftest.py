@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from comfyq.embedded_redis import start_embedded_redis
+from comfyq.devtools.embedded_redis import start_embedded_redis
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def fleet_settings(redis_url, tmp_path_factory):
 @pytest.fixture(scope="session")
 def fleet(fleet_settings, tmp_path_factory):
     """A real ``comfyq worker --gpus A100,T4`` (two GPU workers, callbacks, beat) for the session."""
-    from comfyq.local_fleet import LocalFleet
+    from comfyq.devtools.local_fleet import LocalFleet
 
     env, _ = fleet_settings
     log = tmp_path_factory.mktemp("logs") / "fleet.log"

@@ -20,8 +20,9 @@ from typing import Any, Self
 import pytest
 import requests
 
-from comfyq import RunStatus, keys
+from comfyq import RunStatus
 from comfyq.execution.runner import CANCEL_CHECK_SECONDS
+from comfyq.redis import keys
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import GatedImageServer, held_graph
 

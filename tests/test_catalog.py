@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from comfyq.catalog import build_catalog, combine_catalogs, load_catalog, node_info
-from comfyq.catalog_validation import PromptValidationError, validate_prompt
+from comfyq.catalog.object_info import build_catalog, combine_catalogs, load_catalog, node_info
+from comfyq.catalog.validation import PromptValidationError, validate_prompt
 
 CATALOG_PATH = Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json")
 SD15_PATH = Path("/work/shared/reference/data/workflows/sd15-txt2img.api.json")

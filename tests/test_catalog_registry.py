@@ -19,21 +19,21 @@ import pytest
 import redis
 from PIL import Image
 
-from comfyq import catalog_registry, keys
-from comfyq.catalog import build_catalog
-from comfyq.catalog_registry import (
+from comfyq.catalog import publishing as catalog_publishing
+from comfyq.catalog.object_info import build_catalog
+from comfyq.catalog.publishing import (
     CatalogPublisher,
-    CatalogReader,
     publish_worker_catalog,
-    published_catalog,
     recombine,
-    start_worker_publisher,
     withdraw_worker_catalog,
 )
-from comfyq.catalog_validation import PromptValidationError
-from comfyq.cli import main as cli_main
+from comfyq.catalog.reading import CatalogReader, published_catalog
+from comfyq.catalog.validation import PromptValidationError
+from comfyq.cli.main import main as cli_main
 from comfyq.nodes import NODE_CLASS_MAPPINGS
-from comfyq.workers.presence import announce_presence, worker_description
+from comfyq.redis import keys
+from comfyq.worker_presence import announce_presence
+from comfyq.workers.presence import start_worker_publisher, worker_description
 
 BUILT_INS = build_catalog(NODE_CLASS_MAPPINGS)
 
@@ -99,7 +99,7 @@ def test_departed_workers_drop_out_but_the_last_catalog_stays(store, monkeypatch
     publish_worker_catalog(store, "A100", "gpu0@gone", BUILT_INS)  # never announced itself
     publish_worker_catalog(store, "A100", "gpu0@a", with_extra_class(BUILT_INS))
     assert "ExtraNode" not in combined(store, "A100")  # within the grace period it counts
-    monkeypatch.setattr(catalog_registry, "PUBLISH_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(catalog_publishing, "PUBLISH_GRACE_SECONDS", 0.0)
     recombine(store, "A100")
     assert "ExtraNode" in combined(store, "A100")
     assert store.hkeys(keys.worker_catalogs("A100")) == ["gpu0@a"]
@@ -123,7 +123,7 @@ def test_a_publisher_drops_departed_peers_on_upkeep(store, monkeypatch) -> None:
     online(store, "gpu0@a", "A100")
     publish_worker_catalog(store, "A100", "gpu0@gone", BUILT_INS)
     CatalogPublisher(store, "A100", "gpu0@a", with_extra_class(BUILT_INS)).publish()
-    monkeypatch.setattr(catalog_registry, "PUBLISH_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(catalog_publishing, "PUBLISH_GRACE_SECONDS", 0.0)
     CatalogPublisher(store, "A100", "gpu0@a", with_extra_class(BUILT_INS)).upkeep()
     assert "ExtraNode" in combined(store, "A100")
 
@@ -253,7 +253,7 @@ def swap_graph(prefix: str) -> dict:
 @pytest.fixture(scope="module")
 def pack_fleets(redis_url, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """Workers with packs (A100 and T4) and one without (A100), on their own Redis database."""
-    from comfyq.local_fleet import LocalFleet
+    from comfyq.devtools.local_fleet import LocalFleet
 
     url = other_db(redis_url, 1)
     client = redis.Redis.from_url(url, decode_responses=True)

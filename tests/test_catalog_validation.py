@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from comfyq.catalog import load_catalog
-from comfyq.catalog_validation import (
+from comfyq.catalog.object_info import load_catalog
+from comfyq.catalog.validation import (
     CompiledCatalog,
     PromptValidationError,
     compile_catalog,

@@ -168,7 +168,7 @@ class _FileServer:
 
 def test_download_outputs_fetches_http_urls_and_names_http_errors(tmp_path):
     from comfyq.errors import ComfyqError
-    from comfyq.output_files import OutputFile, download_outputs
+    from comfyq.runs.outputs import OutputFile, download_outputs
 
     body = png_bytes(3, 3)
     files = _FileServer(body)

@@ -27,10 +27,10 @@ from PIL import Image
 
 from comfyq.comfyui.backend import ComfyUIBackend, ComfyUIOptions
 from comfyq.comfyui.errors import ComfyUIRunError
-from comfyq.execution.context import RunCancelled, RunContext
+from comfyq.devtools.comfyui_standin import StandinComfyUI
+from comfyq.devtools.standin_process import StandinProcess
 from comfyq.execution.runner import RunDeadlinePassed
-from comfyq.testing.comfyui_standin import StandinComfyUI
-from comfyq.testing.standin_process import StandinProcess
+from comfyq.run_context import RunCancelled, RunContext
 
 # --- graphs ---------------------------------------------------------------------------------
 
@@ -455,7 +455,7 @@ class ComfyUIFleet:
         import redis
 
         from comfyq import Client
-        from comfyq.local_fleet import LocalFleet
+        from comfyq.devtools.local_fleet import LocalFleet
         from comfyq.settings import Settings
         from comfyq.webhooks.settings import WebhookSettings
 
@@ -481,7 +481,7 @@ class ComfyUIFleet:
             webhook_settings=WebhookSettings(webhook_allow_loopback=True))
 
     def start(self) -> ComfyUIFleet:
-        from comfyq.catalog_registry import published_catalog
+        from comfyq.catalog.reading import published_catalog
 
         self.fleet.start()
         try:
@@ -565,7 +565,7 @@ def test_validation_failure_on_the_server_is_recorded_with_its_node_errors(comfy
 
 def test_execution_error_reaches_the_run_record_and_the_final_webhook(comfyui_fleet):
     from comfyq import RunStatus
-    from comfyq.local_receiver import WebhookReceiver
+    from comfyq.devtools.local_receiver import WebhookReceiver
 
     with WebhookReceiver() as receiver:
         run_id = comfyui_fleet.submit(chain(("StandinFail", {"message": "no more paint"})),
@@ -654,7 +654,7 @@ import json, os, sys
 with open(os.environ["COMFYQ_TEST_LAUNCH_LOG"], "a") as log:
     log.write(json.dumps({"argv": sys.argv[1:], "pid": os.getpid(), "cwd": os.getcwd(),
                           "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\\n")
-from comfyq.testing.comfyui_standin import main
+from comfyq.devtools.comfyui_standin import main
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -667,7 +667,7 @@ def launches(log: Path) -> list[dict[str, Any]]:
 
 def test_worker_launches_its_comfyui_pinned_to_its_device_and_restarts_it(redis_url, tmp_path):
     from comfyq import RunStatus
-    from comfyq.testing.standin_process import free_port
+    from comfyq.devtools.standin_process import free_port
 
     checkout = tmp_path / "ComfyUI"
     checkout.mkdir()

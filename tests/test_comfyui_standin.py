@@ -22,7 +22,7 @@ import requests
 import websocket
 from PIL import Image
 
-from comfyq.testing.comfyui_standin import StandinComfyUI
+from comfyq.devtools.comfyui_standin import StandinComfyUI
 
 TRANSCRIPTS = Path(__file__).parent / "data" / "comfyui_transcripts"
 

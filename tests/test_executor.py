@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from comfyq.execution.context import ProgressBar, RunCancelled, RunContext, current_context, running
 from comfyq.execution.executor import GraphError, NodeExecutionError, execute_graph
 from comfyq.execution.inprocess import InProcessBackend
 from comfyq.execution.node_cache import NodeResultCache, approximate_size
+from comfyq.run_context import ProgressBar, RunCancelled, RunContext, current_context, running
 
 CALLS: Counter[str] = Counter()
 

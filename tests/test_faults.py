@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from comfyq import Client, RunStatus
-from comfyq.local_fleet import LocalFleet
+from comfyq.devtools.local_fleet import LocalFleet
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
 
@@ -211,7 +211,7 @@ def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database,
 
 
 def test_redis_restart_mid_stream_loses_no_accepted_run(tmp_path):
-    from comfyq.embedded_redis import start_embedded_redis
+    from comfyq.devtools.embedded_redis import start_embedded_redis
 
     server = start_embedded_redis(data_dir=tmp_path / "valkey", appendonly="yes",
                                   appendfsync="always", save="")
@@ -283,7 +283,7 @@ def wait_for_status(client: Client, run_id: str, wanted: set[RunStatus], timeout
 
 
 def test_cancel_at_each_stage(database, tmp_path):
-    from comfyq.local_receiver import WebhookReceiver
+    from comfyq.devtools.local_receiver import WebhookReceiver
 
     env = fleet_env(database, tmp_path)
     client = client_for(env)

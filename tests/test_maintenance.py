@@ -10,9 +10,11 @@ import pytest
 import redis
 
 from comfyq import Client, RunStatus
+from comfyq.broker import gpu_queue
+from comfyq.broker.messages import message_run_ids
+from comfyq.broker.redis_transport import UNACKED_HASH, UNACKED_INDEX
 from comfyq.models import FINAL_STATUSES
-from comfyq.producer import publish_run
-from comfyq.routing import gpu_queue
+from comfyq.runs.hooks import RunHooks
 from comfyq.scheduler import reaper
 from comfyq.scheduler.beat import BeatLock
 from comfyq.settings import Settings
@@ -46,12 +48,20 @@ def make_client(plain, tmp_path):
 
 
 def queued_ids(plain: redis.Redis) -> set[str]:
-    return reaper.message_run_ids(plain.lrange(gpu_queue("A100"), 0, -1))
+    return set(message_run_ids(plain.lrange(gpu_queue("A100"), 0, -1)))
 
 
-def announced() -> tuple[list, object]:
-    calls: list[tuple[str, bool]] = []
-    return calls, lambda run_id, changed: calls.append((run_id, changed))
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    def run_changed(self, run_id: str, status_changed: bool) -> None:
+        self.calls.append((run_id, status_changed))
+
+
+def announced() -> tuple[list, RunHooks]:
+    observer = RecordingObserver()
+    return observer.calls, RunHooks([observer])
 
 
 def test_queued_run_whose_message_vanished_is_republished(make_client, plain):
@@ -59,10 +69,9 @@ def test_queued_run_whose_message_vanished_is_republished(make_client, plain):
     run_id = client.submit(request(gpu="A100"))
     kept = client.submit(request(gpu="A100"))
     plain.delete(gpu_queue("A100"))  # the broker lost both messages...
-    publish_run(client.celery_app, kept, "A100")  # ...but one was published again meanwhile
+    client.broker.publish_run(kept, "A100")  # ...but one was published again meanwhile
     time.sleep(0.05)
-    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)
-    republished = reaper.recover_lost_messages(client.store, client.settings, plain, publish)
+    republished = reaper.recover_lost_messages(client.store, client.settings, client.broker)
     assert republished == 1
     assert queued_ids(plain) == {run_id, kept}
     assert client.get_run(run_id).status == RunStatus.QUEUED
@@ -115,7 +124,7 @@ def test_run_alive_under_its_lease_is_left_alone(make_client, plain):
     client = make_client()
     run_id = client.submit(request(gpu="A100"))
     assert client.store.claim(run_id, (), "live-token", 30, {"started_at": time.time()}).claimed
-    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, lambda *_: None) == 0
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, RunHooks()) == 0
     assert client.get_run(run_id).status == RunStatus.STARTED
 
 
@@ -124,7 +133,7 @@ def test_run_past_its_limit_and_grace_times_out_even_while_leased(make_client, p
     run_id = client.submit(request(gpu="A100"))
     assert client.store.claim(run_id, (), "stuck-token", 30, {"started_at": time.time()}).claimed
     time.sleep(0.05)
-    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, lambda *_: None) == 1
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, RunHooks()) == 1
     run = client.get_run(run_id)
     assert run.status == RunStatus.TIMEOUT and run.error["exception_type"] == "RunTimeout"
     assert client.store.cancel_requested(run_id)  # the stuck worker is told to stop
@@ -179,8 +188,7 @@ def test_queued_run_whose_message_a_dead_worker_took_is_republished(make_client,
     for run_id, taken in ((abandoned, time.time() - 5), (fresh, time.time())):
         raw = next(m for m in plain.lrange(gpu_queue("A100"), 0, -1) if run_id in m)
         plain.lrem(gpu_queue("A100"), 1, raw)
-        plain.hset(reaper.KOMBU_UNACKED_HASH, run_id + "-tag", f'[{raw}, "", "A100"]')
-        plain.zadd(reaper.KOMBU_UNACKED_INDEX, {run_id + "-tag": taken})
-    publish = lambda rid, gpu: publish_run(client.celery_app, rid, gpu)
-    assert reaper.recover_lost_messages(client.store, client.settings, plain, publish) == 1
+        plain.hset(UNACKED_HASH, run_id + "-tag", f'[{raw}, "", "A100"]')
+        plain.zadd(UNACKED_INDEX, {run_id + "-tag": taken})
+    assert reaper.recover_lost_messages(client.store, client.settings, client.broker) == 1
     assert queued_ids(plain) == {abandoned}

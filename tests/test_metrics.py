@@ -181,7 +181,7 @@ def test_queue_depth_oldest_wait_and_busy_workers(exporter, client):
 
 
 def test_webhook_outcomes_and_pending_deliveries(exporter, client):
-    from comfyq.local_receiver import WebhookReceiver
+    from comfyq.devtools.local_receiver import WebhookReceiver
 
     before = exporter.scrape()
     with (WebhookReceiver() as fine, WebhookReceiver(answers=[410]) as gone,

@@ -28,11 +28,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfyq.execution.context import RunCancelled, RunContext, running
 from comfyq.execution.executor import execute_graph
+from comfyq.inputs import ExternalInputError, apply_inputs
 from comfyq.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, image_sources
-from comfyq.nodes.comfydeploy import ExternalInputError, apply_inputs
 from comfyq.nodes.files import UnsafeFilenamePrefix
+from comfyq.run_context import RunCancelled, RunContext, running
 
 DATA = Path(__file__).parent / "data" / "nodes"
 REFERENCE = DATA / "comfyui_reference"

@@ -45,7 +45,7 @@ def test_success_records_png_output(client):
 
 
 def test_final_webhook_only_unless_intermediate_asked(client):
-    from comfyq.local_receiver import WebhookReceiver
+    from comfyq.devtools.local_receiver import WebhookReceiver
 
     with WebhookReceiver() as quiet, WebhookReceiver() as chatty:
         quiet_run = client.submit(request(webhook=quiet.url))
@@ -68,7 +68,7 @@ def test_final_webhook_only_unless_intermediate_asked(client):
 
 
 def test_webhook_answered_500_twice_is_delivered_on_retry(client):
-    from comfyq.local_receiver import WebhookReceiver
+    from comfyq.devtools.local_receiver import WebhookReceiver
 
     with WebhookReceiver(answers=[500, 500]) as receiver:
         run_id = client.submit(request(webhook=receiver.url))
@@ -81,7 +81,7 @@ def test_webhook_answered_500_twice_is_delivered_on_retry(client):
 
 
 def test_failing_node_fails_the_run_with_node_and_message(client):
-    from comfyq.local_receiver import WebhookReceiver
+    from comfyq.devtools.local_receiver import WebhookReceiver
 
     graph = {
         "1": {"class_type": "ComfyUIDeployExternalImage",

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from comfyq import keys
-from comfyq.catalog_registry import published_catalog
-from comfyq.catalog_validation import PromptValidationError
-from comfyq.nodes.comfydeploy import ExternalInputError
-from comfyq.submit_check import CatalogUnavailable
+from comfyq.catalog.reading import published_catalog
+from comfyq.catalog.validation import PromptValidationError
+from comfyq.inputs import ExternalInputError
+from comfyq.producer.graph_check import CatalogUnavailable
+from comfyq.redis import keys
 from tests.helpers import invert_graph, request
 
 

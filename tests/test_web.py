@@ -22,8 +22,9 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from comfyq import RunStatus, keys
-from comfyq.local_receiver import WebhookReceiver
+from comfyq import RunStatus
+from comfyq.devtools.local_receiver import WebhookReceiver
+from comfyq.redis import keys
 from comfyq.web.output_access import OutputItem, OutputRefused, output_path
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import GatedImageServer, held_graph, png_bytes, wait_until

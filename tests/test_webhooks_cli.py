@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from comfyq import keys
+from comfyq.redis import keys
 from comfyq.webhooks.outbox import deliver_due, record_event
 from comfyq.webhooks.settings import WebhookSettings
 from comfyq.webhooks.signing import generate_secret, signature_headers, verify_delivery
@@ -24,7 +24,7 @@ def comfyq_webhooks(redis_url: str, *args: str, **env: str) -> subprocess.Comple
     inherited = {name: value for name, value in os.environ.items()
                  if not name.startswith("COMFYQ_")}
     environment = {**inherited, "PYTHONPATH": str(REPO), "COMFYQ_REDIS_URL": redis_url, **env}
-    return subprocess.run([sys.executable, "-m", "comfyq.webhooks.cli", "webhooks", *args],
+    return subprocess.run([sys.executable, "-m", "comfyq.cli.webhooks", "webhooks", *args],
                           env=environment, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from comfyq import keys
+from comfyq.redis import keys
 from comfyq.webhooks.outbox import (
     DeliveryOutcome,
     deliver_due,

@@ -1,35 +1,33 @@
-"""Workers announce themselves in Redis while they are up, with what they serve.
-
-Each worker keeps ``comfyq.keys.worker(name)`` alive with a TTL, refreshed by a timer thread: a
-worker that dies simply disappears after the TTL. Tests, the demo, ``comfyq queues`` and the
-API's readiness check read this instead of asking Celery's remote control, which needs every
-worker to answer a broadcast in time.
-"""
+"""A Celery worker announces itself (``comfyq.worker_presence``) from the moment it is ready
+until it shuts down, refreshed by a timer thread, with what it serves."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 from celery.signals import worker_ready, worker_shutdown
 
-from comfyq import keys
-from comfyq.runs import now
+from comfyq.catalog.publishing import CatalogPublisher, CatalogSource
+from comfyq.execution.registry import in_process_catalog
+from comfyq.redis.connection import redis_client
+from comfyq.runs.store import now
 from comfyq.settings import get_settings
+from comfyq.worker_presence import announce_presence, withdraw_presence
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a worker's presence key lives without a refresh.
-PRESENCE_TTL_SECONDS = 15
 #: Seconds between refreshes.
 PRESENCE_REFRESH_SECONDS = 5
 
 _stop = threading.Event()
+#: This worker's catalog publisher, from ready to shutdown (GPU workers only).
+_worker_publisher: CatalogPublisher | None = None
 
 
 def worker_description(hostname: str, queues: list[str]) -> dict[str, Any]:
@@ -46,31 +44,13 @@ def worker_description(hostname: str, queues: list[str]) -> dict[str, Any]:
     }
 
 
-def announce_presence(client: redis.Redis, description: dict[str, Any]) -> None:
-    pipeline = client.pipeline()
-    pipeline.set(keys.worker(description["name"]), json.dumps(description),
-                 ex=PRESENCE_TTL_SECONDS)
-    pipeline.sadd(keys.WORKERS_INDEX, description["name"])
-    pipeline.execute()
-
-
-def online_workers(client: redis.Redis) -> list[dict[str, Any]]:
-    """Every worker whose presence key is alive, sorted by name."""
-    names = sorted(client.smembers(keys.WORKERS_INDEX))
-    if not names:
-        return []
-    values = client.mget([keys.worker(name) for name in names])
-    return [json.loads(value) for value in values if value]
-
-
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     queues = [queue.name for queue in sender.app.amqp.queues.consume_from.values()]
     description = worker_description(sender.hostname, queues)
-    client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
-    # Node catalog (issue 3, comfyq.catalog_registry): GPU workers publish what they can run
-    # before they show as online, so a producer that sees a worker also sees its catalog.
-    from comfyq.catalog_registry import start_worker_publisher
+    client = redis_client(get_settings().redis_url)
+    # GPU workers publish their node catalog (comfyq.catalog.registry) before they show as online,
+    # so a producer that sees a worker also sees its catalog.
     from comfyq.workers.runtime import catalog_source
 
     start_worker_publisher(client, description, catalog_source())
@@ -90,12 +70,40 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
     _stop.set()
-    # Node catalog (issue 3): withdraw this worker's catalog from its GPU type's.
-    from comfyq.catalog_registry import stop_worker_publisher
-
+    # Withdraw this worker's catalog from its GPU type's.
     stop_worker_publisher()
     try:
-        client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
-        client.delete(keys.worker(sender.hostname))
+        client = redis_client(get_settings().redis_url)
+        withdraw_presence(client, sender.hostname)
     except (redis.RedisError, AttributeError):
         pass
+
+
+def start_worker_publisher(client: redis.Redis, description: Mapping[str, Any],
+                           source: CatalogSource = in_process_catalog) -> None:
+    """Called when a worker is ready: GPU workers publish their catalog (CPU workers do not).
+
+    A failure to build or publish is logged and the worker starts anyway: its runs are still
+    validated against its peers' catalogs, or structurally.
+    """
+    global _worker_publisher
+    gpu_type = description.get("gpu_type")
+    if not gpu_type:
+        return
+    try:
+        catalog, failed_packs = source()  # the registry logs each pack that failed to load
+        publisher = CatalogPublisher(client, gpu_type, description["name"], catalog,
+                                     failed_packs)
+        publisher.start()
+    except Exception:  # the worker must start even when its catalog cannot be published
+        logger.exception("could not publish the node catalog of %s", description.get("name"))
+        return
+    _worker_publisher = publisher
+
+
+def stop_worker_publisher() -> None:
+    """Called when a worker shuts down: withdraw its catalog."""
+    global _worker_publisher
+    if _worker_publisher is not None:
+        _worker_publisher.stop()
+        _worker_publisher = None

@@ -11,15 +11,31 @@ import os
 
 import redis
 
+from comfyq.broker import Broker
 from comfyq.execution.runner import RunRunner, WorkerIdentity
-from comfyq.runs import RunStore
+from comfyq.redis.connection import redis_client as connect
+from comfyq.runs.hooks import RunHooks
+from comfyq.runs.store import RunStore
 from comfyq.settings import get_settings
+from comfyq.webhooks.events import WebhookEvents
+from comfyq.webhooks.settings import get_webhook_settings
 
 
 @functools.cache
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, decode_responses=True,
-                                health_check_interval=30)
+    return connect(get_settings().redis_url)
+
+
+@functools.cache
+def broker() -> Broker:
+    return Broker(get_settings())
+
+
+@functools.cache
+def run_hooks() -> RunHooks:
+    """Who hears of the run changes this process makes: the webhook outbox."""
+    return RunHooks([WebhookEvents(redis_client(), broker().send_webhook_delivery,
+                                   get_webhook_settings())])
 
 
 @functools.cache
@@ -43,7 +59,7 @@ def build_backend():
 
 
 def catalog_source():
-    """What this worker publishes as its node catalog (``comfyq.catalog_registry``): its
+    """What this worker publishes as its node catalog (``comfyq.catalog.registry``): its
     ComfyUI server's ``/object_info``, or the in-process registry's catalog."""
     settings = get_settings()
     if settings.comfyui_url:
@@ -51,7 +67,7 @@ def catalog_source():
 
         return server_catalog_source(settings.comfyui_url, settings.comfyui_request_timeout_seconds,
                                      settings.comfyui_startup_seconds)
-    from comfyq.catalog_registry import in_process_catalog
+    from comfyq.execution.registry import in_process_catalog
 
     return in_process_catalog
 
@@ -59,9 +75,6 @@ def catalog_source():
 @functools.cache
 def runner(worker_name: str) -> RunRunner:
     """The runner of this worker process."""
-    from comfyq.notifications import Announcer
-
     settings = get_settings()
     identity = WorkerIdentity(worker_name, os.environ.get("COMFYQ_WORKER_DEVICE", "cpu"))
-    return RunRunner(run_store(), settings, build_backend(), identity,
-                     Announcer(redis_client()).announce)
+    return RunRunner(run_store(), settings, build_backend(), identity, run_hooks())

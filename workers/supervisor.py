@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from comfyq.routing import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
+from comfyq.broker.names import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
 from comfyq.workers.gpus import Device
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import importlib.metadata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -19,11 +18,12 @@ from comfyq.api import health, routes
 from comfyq.api.auth import BearerAuthMiddleware
 from comfyq.api.body_limit import BodyLimitMiddleware
 from comfyq.api.errors import install_error_handlers
-from comfyq.api.follow import RunFollower
 from comfyq.api.openapi import install_openapi
 from comfyq.errors import ComfyqError
 from comfyq.metrics import metrics_asgi_app, metrics_registry
-from comfyq.producer import Client
+from comfyq.producer.client import Client
+from comfyq.redis.connection import async_redis_client
+from comfyq.runs.follow import RunFollower
 from comfyq.settings import Settings, get_settings
 from comfyq.web import public_paths as ui_public_paths
 from comfyq.web import router as ui_router
@@ -65,8 +65,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # redis.asyncio clients belong to one event loop: made here, on the server's loop.
-        async_redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                              health_check_interval=30)
+        async_redis = async_redis_client(settings.redis_url)
         context.follower = RunFollower(async_redis)
         # A first collection makes the metrics' counters count from the API's start.
         await run_in_threadpool(lambda: list(metrics.collect()))

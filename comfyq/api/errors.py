@@ -2,11 +2,11 @@
 
 * :class:`~comfyq.errors.InvalidRunRequest` -> 422 listing every problem with its field path;
 * :class:`~comfyq.errors.UnknownGpuType` -> 422 on the field that asked for that GPU;
-* ``comfyq.nodes.comfydeploy.ExternalInputError`` (an input that does not fit its node) -> 422
+* ``comfyq.inputs.ExternalInputError`` (an input that does not fit its node) -> 422
   on ``inputs.<name>``;
-* ``comfyq.catalog_validation.PromptValidationError`` -> 400 with ComfyUI's ``node_errors`` body;
+* ``comfyq.catalog.validation.PromptValidationError`` -> 400 with ComfyUI's ``node_errors`` body;
 * :class:`~comfyq.errors.RunNotFound` -> 404;
-* :class:`~comfyq.producer.SubmitFailed` and an unreachable Redis -> 503.
+* :class:`~comfyq.errors.SubmitFailed` and an unreachable Redis -> 503.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from comfyq.errors import FieldProblem, InvalidRunRequest, RunNotFound, UnknownGpuType
-from comfyq.producer import SubmitFailed
+from comfyq.errors import FieldProblem, InvalidRunRequest, RunNotFound, SubmitFailed, UnknownGpuType
 
 logger = logging.getLogger(__name__)
 
 #: (module, class) of errors that submit raises from other parts of comfyq, looked up by name so
 #: the API still starts where one of those parts is absent.
-PROMPT_VALIDATION_ERROR = ("comfyq.catalog_validation", "PromptValidationError")
-EXTERNAL_INPUT_ERROR = ("comfyq.nodes.comfydeploy", "ExternalInputError")
+PROMPT_VALIDATION_ERROR = ("comfyq.catalog.validation", "PromptValidationError")
+EXTERNAL_INPUT_ERROR = ("comfyq.inputs", "ExternalInputError")
 #: Fields an UnknownGpuType message may start with; anything else is the server's default GPU.
 GPU_FIELDS = ("gpu", "machine_id")
 

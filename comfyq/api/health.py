@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from comfyq.api.schemas import HealthBody, ReadyBody
-from comfyq.workers.presence import online_workers
+from comfyq.worker_presence import online_workers
 
 #: Paths of the probes (public: see comfyq.api.auth).
 HEALTH_PATH = "/health"

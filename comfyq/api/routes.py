@@ -18,11 +18,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from comfyq.api import schemas
-from comfyq.api.follow import RunFollower
 from comfyq.api.sse import EVENT_STREAM, KEEPALIVE_SECONDS, run_events
 from comfyq.errors import FieldProblem, InvalidRunRequest
 from comfyq.models import RunStatus, WorkflowRunOutputModel
-from comfyq.producer import Client
+from comfyq.producer.client import Client
+from comfyq.runs.follow import RunFollower
 from comfyq.settings import Settings
 
 #: Header with which a caller makes a submit safe to retry: the same key gives the same run.

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from comfyq.api.follow import RunFollower, RunSnapshot
 from comfyq.api.schemas import RunState
+from comfyq.runs.follow import RunFollower, RunSnapshot
 
 #: Media type of the stream.
 EVENT_STREAM = "text/event-stream"

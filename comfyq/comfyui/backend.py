@@ -55,7 +55,7 @@ from comfyq.comfyui.errors import (
 from comfyq.comfyui.events import EventStream, EventStreamLost
 from comfyq.comfyui.outputs import OutputFetcher
 from comfyq.comfyui.prepare import PreparedPrompt, prepare_prompt
-from comfyq.execution.context import RunCancelled, RunContext
+from comfyq.run_context import RunCancelled, RunContext
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ComfyUIBackend:
     def __init__(self, options: ComfyUIOptions,
                  apply_inputs: Callable[[dict, dict], dict] | None = None) -> None:
         if apply_inputs is None:
-            from comfyq.nodes.comfydeploy import apply_inputs
+            from comfyq.inputs import apply_inputs
         self.apply_inputs = apply_inputs
         self.options = options
         self.client = ComfyUIClient(options.url, options.request_timeout)

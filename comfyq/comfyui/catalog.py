@@ -1,6 +1,6 @@
 """A ComfyUI-backed worker's node catalog: its server's ``/object_info``.
 
-Published through :mod:`comfyq.catalog_registry` like an in-process worker's catalog, so
+Published through :mod:`comfyq.catalog.registry` like an in-process worker's catalog, so
 submit-time validation checks graphs against the custom nodes and model files really installed
 on the server.
 """

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from comfyq.catalog_validation import PromptValidationError
+from comfyq.catalog.validation import PromptValidationError
 from comfyq.execution.executor import NodeExecutionError
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from comfyq.comfyui.client import ComfyUIClient, ComfyUIRequestError, ComfyUIUnavailable
 from comfyq.comfyui.prepare import run_folder
-from comfyq.execution.context import RunContext
+from comfyq.run_context import RunContext
 
 
 def is_file_record(item: Any) -> bool:

@@ -19,7 +19,8 @@ from typing import Any
 
 from comfyq import graph as graph_structure
 from comfyq.execution.executor import NodeExecutionError
-from comfyq.nodes.image_sources import ImageSourceError, is_image_source, read_source
+from comfyq.inputs import is_image_source
+from comfyq.nodes.image_sources import ImageSourceError, read_source
 
 #: Server-side folder (under ComfyUI's output and input folders) of comfyq's files.
 SERVER_FOLDER = "comfyq"

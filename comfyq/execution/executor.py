@@ -14,7 +14,7 @@ What runs, and how, follows ComfyUI's ``execution.py``:
   own files and no run's outputs point at another run's.
 
 Cancellation is checked before each node and each list item (and at each progress report, see
-:class:`~comfyq.execution.context.ProgressBar`). The first node that raises stops the run with
+:class:`~comfyq.run_context.ProgressBar`). The first node that raises stops the run with
 a :class:`NodeExecutionError` that keeps the node id, its class and the traceback.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from comfyq import graph as graph_structure
-from comfyq.execution.context import RunCancelled, RunContext
+from comfyq.execution.execution_list import ExecutionList
 from comfyq.execution.node_cache import NodeResultCache, cache_keys
 from comfyq.execution.node_calls import (
     NodeOutputs,
@@ -35,7 +35,7 @@ from comfyq.execution.node_calls import (
     is_lazy,
     merge_results,
 )
-from comfyq.execution.schedule import ExecutionList
+from comfyq.run_context import RunCancelled, RunContext
 
 logger = logging.getLogger(__name__)
 

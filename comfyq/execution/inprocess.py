@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from comfyq.execution.context import RunContext, running
 from comfyq.execution.executor import execute_graph
 from comfyq.execution.node_cache import NodeResultCache
+from comfyq.run_context import RunContext, running
 
 
 class InProcessBackend:
@@ -24,7 +24,7 @@ class InProcessBackend:
         self.node_classes = node_classes
         self.cache = NodeResultCache() if cache is None else cache
         if apply_inputs is None:
-            from comfyq.nodes.comfydeploy import apply_inputs
+            from comfyq.inputs import apply_inputs
         self.apply_inputs = apply_inputs
 
     def execute(self, graph: dict[str, Any], inputs: Mapping[str, Any] | None,

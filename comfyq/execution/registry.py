@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import multiprocessing
 import sys
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyq.catalog.object_info import build_catalog
 from comfyq.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -88,3 +90,18 @@ def node_registry() -> NodeRegistry:
 def node_classes() -> dict[str, type]:
     """class_type -> node class for this process."""
     return node_registry().classes
+
+
+def _registry_catalog() -> tuple[dict, dict[str, str]]:
+    registry = node_registry()
+    return build_catalog(registry.classes, registry.display_names), dict(registry.failed_packs)
+
+
+def in_process_catalog() -> tuple[dict, dict[str, str]]:
+    """The catalog of the in-process node registry (built-ins and packs), and failed packs.
+
+    Built in a freshly spawned process: the worker's main process forks its pool afterwards, and
+    a custom pack may touch CUDA when imported, which must never happen in a parent before a fork.
+    """
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_registry_catalog)

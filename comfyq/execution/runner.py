@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from comfyq.execution.context import RunCancelled, RunContext
 from comfyq.execution.executor import GraphError, NodeExecutionError
-from comfyq.lease import LeaseLost, RunLease
 from comfyq.models import RunStatus
-from comfyq.runs import RunStore, now
+from comfyq.run_context import RunCancelled, RunContext
+from comfyq.runs.hooks import RunHooks
+from comfyq.runs.lease import LeaseLost, RunLease
+from comfyq.runs.store import RunStore, now
 from comfyq.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,6 @@ class WorkerIdentity:
     device: str = "cpu"
 
 
-#: Called with (run_id, status_changed) after each change of a run worth a webhook.
-Announce = Callable[[str, bool], None]
-
-
 @dataclass
 class ActiveRun:
     """What the runner knows of the run it executes."""
@@ -79,16 +76,16 @@ class RunRunner:
     :param settings: comfyq settings (output folders, limits, progress throttling).
     :param backend: what executes graphs.
     :param worker: this worker's identity, written into each run it executes.
-    :param announce: called after each change worth a webhook (only for runs with a webhook).
+    :param hooks: told of each change worth a webhook (only for runs with a webhook).
     """
 
     def __init__(self, store: RunStore, settings: Settings, backend: GraphBackend,
-                 worker: WorkerIdentity, announce: Announce) -> None:
+                 worker: WorkerIdentity, hooks: RunHooks) -> None:
         self.store = store
         self.settings = settings
         self.backend = backend
         self.worker = worker
-        self.announce = announce
+        self.hooks = hooks
 
     def run(self, run_id: str) -> RunStatus:
         """Execute ``run_id`` unless it is finished, cancelled or executing elsewhere.
@@ -130,7 +127,7 @@ class RunRunner:
                                 error=worker_lost_error(attempts - 1))
         limit = record.get("max_run_seconds") or self.settings.max_run_seconds
         active = ActiveRun(run_id, record, lease, started + limit)
-        self._announce(record, run_id, final=False)
+        self._tell_hooks(record, run_id, final=False)
         return self._execute(active)
 
     def _execute(self, active: ActiveRun) -> RunStatus:
@@ -138,7 +135,7 @@ class RunRunner:
         context = self._context(active)
         progress = ProgressWriter(
             self.store, run_id, active.lease.token, self.settings.progress_interval_seconds,
-            self.announce if active.wants_intermediate else None)
+            self.hooks if active.wants_intermediate else None)
         context.report_progress = progress.node_progress
         try:
             ui_outputs = self.backend.execute(record["workflow_api"], record.get("workflow_inputs"),
@@ -171,14 +168,14 @@ class RunRunner:
         if self.store.move(run_id, status, fields, lease_token=token) is not None:
             if lease is not None:
                 lease.released = True
-            self._announce(record, run_id, final=True)
+            self._tell_hooks(record, run_id, final=True)
             return status
         return self.store.status(run_id)
 
-    def _announce(self, record: dict[str, Any], run_id: str, final: bool) -> None:
+    def _tell_hooks(self, record: dict[str, Any], run_id: str, final: bool) -> None:
         # Skip the outbox entirely (no Redis round trip) when nobody listens.
         if record.get("webhook") and (final or record.get("webhook_intermediate_status")):
-            self.announce(run_id, True)
+            self.hooks.changed(run_id, True)
 
     def _context(self, active: ActiveRun) -> RunContext:
         run_id = active.run_id
@@ -262,12 +259,12 @@ class ProgressWriter:
     """
 
     def __init__(self, store: RunStore, run_id: str, lease_token: str, interval: float,
-                 announce: Announce | None) -> None:
+                 hooks: RunHooks | None) -> None:
         self.store = store
         self.run_id = run_id
         self.lease_token = lease_token
         self.interval = interval
-        self.announce = announce
+        self.hooks = hooks
         self.total = 1
         self.index = 0
         self.class_type = ""
@@ -293,5 +290,5 @@ class ProgressWriter:
                                   {"progress": round(progress, 4), "live_status": live_status},
                                   lease_token=self.lease_token)
         self._running = True
-        if applied and self.announce:
-            self.announce(self.run_id, status is not None)
+        if applied and self.hooks:
+            self.hooks.changed(self.run_id, status is not None)

@@ -44,12 +44,6 @@ def describe(source: str) -> str:
     return source if len(source) <= 120 else source[:100] + f"... ({len(source)} characters)"
 
 
-def is_image_source(value: object) -> bool:
-    """Whether ``value`` looks like an http(s) URL or a data URI (and is worth loading)."""
-    return isinstance(value, str) and value.strip().lower().startswith(
-        ("http://", "https://", "data:"))
-
-
 def is_zip_url(source: str) -> bool:
     return urlsplit(source).path.lower().endswith(".zip")
 

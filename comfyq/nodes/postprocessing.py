@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from comfyq.execution.context import ProgressBar
 from comfyq.nodes.common import image_batch
 from comfyq.nodes.resample import common_upscale
+from comfyq.run_context import ProgressBar
 
 BLEND_MODES = ("normal", "multiply", "screen", "overlay", "soft_light", "difference")
 

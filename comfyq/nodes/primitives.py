@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from comfyq.nodes.values import as_bool, as_float, as_int
+from comfyq.values import as_bool, as_float, as_int
 
 CATEGORY = "utils/primitive"
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from comfyq.execution.context import current_context
 from comfyq.nodes.common import image_batch
 from comfyq.nodes.files import (
     encode_image,
@@ -24,6 +23,7 @@ from comfyq.nodes.files import (
     save_target,
     write_new_file,
 )
+from comfyq.run_context import current_context
 
 _SAVE_PREFIX_TOOLTIP = (
     "The prefix for the file to save. This may include formatting information such as "

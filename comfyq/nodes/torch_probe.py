@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from comfyq.execution.context import current_context
+from comfyq.run_context import current_context
 
 MATRIX_SIZE = 256
 

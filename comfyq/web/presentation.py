@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from comfyq.models import RunStatus, WorkflowRunModel
-from comfyq.run_listing import RunSummary
+from comfyq.runs.listing import RunSummary
 
 #: Shown where a value does not exist (yet).
 NOTHING = "—"

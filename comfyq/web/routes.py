@@ -30,8 +30,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.concurrency import run_in_threadpool
 
 from comfyq.models import RunStatus, WorkflowRunModel
-from comfyq.run_listing import RunSummary, list_runs
-from comfyq.runs import now
+from comfyq.runs.listing import RunSummary, list_runs
+from comfyq.runs.store import now
 from comfyq.web.output_access import (
     OutputItem,
     OutputMissing,
@@ -54,8 +54,8 @@ from comfyq.web.templating import render
 from comfyq.webhooks.safety import display_url
 
 if TYPE_CHECKING:  # comfyq.api imports this module to mount it
-    from comfyq.api.follow import RunFollower
     from comfyq.api.routes import ApiContext
+    from comfyq.runs.follow import RunFollower
 
 UI_PREFIX = "/ui"
 STATIC_DIR = Path(__file__).with_name("static")

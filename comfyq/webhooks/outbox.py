@@ -36,7 +36,7 @@ from typing import Any
 
 import redis
 
-from comfyq import keys
+from comfyq.redis import keys
 from comfyq.webhooks import scripts
 from comfyq.webhooks.safety import (
     AddressPolicy,

@@ -13,7 +13,7 @@ An event's `state` moves through::
 
 Only a run's *active* event is ever pending, claimed or delivering; the others wait in the run's
 queue (a sorted set by seq), which is how deliveries of one run stay in seq order, one at a time.
-Every script gets the event key prefix as ARGV[1] so that key names live only in comfyq.keys.
+Every script gets the event key prefix as ARGV[1] so that key names live only in comfyq.redis.keys.
 """
 
 from __future__ import annotations

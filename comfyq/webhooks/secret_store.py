@@ -11,7 +11,7 @@ from __future__ import annotations
 import redis
 from pydantic import SecretStr
 
-from comfyq import keys
+from comfyq.redis import keys
 from comfyq.webhooks.settings import WebhookSettings
 from comfyq.webhooks.signing import generate_secret
 

@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from comfyq.execution.context import ProgressBar, current_context
+from comfyq.run_context import ProgressBar, current_context
 
 #: Seconds between two progress reports (and cancellation points) of the slow step.
 STEP_SECONDS = 0.05

@@ -1,0 +1,75 @@
+"""The broker as comfyq uses it: publish runs and webhook deliveries, look at what it holds."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from comfyq.broker.names import CALLBACKS_QUEUE, DELIVER_WEBHOOK_TASK, EXECUTE_RUN_TASK, gpu_queue
+from comfyq.broker.redis_transport import RedisTransportView
+from comfyq.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+#: How long publishing a run may retry through broker hiccups before the submit fails.
+PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
+                        "interval_max": 2.0}
+
+
+class Broker:
+    """Publishing to, and reading from, the broker of ``settings``.
+
+    :param settings: where the broker is (``effective_broker_url``) and which queues exist.
+    :param celery_app: the app to publish with; a publish-only app of ``settings`` by default.
+    :param timeout: seconds a look at the broker's Redis may take (None: no limit).
+    """
+
+    def __init__(self, settings: Settings, celery_app: Celery | None = None, *,
+                 timeout: float | None = None) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        if celery_app is not None:
+            self.celery_app = celery_app
+
+    @functools.cached_property
+    def celery_app(self) -> Celery:
+        """The Celery app runs are published with (built on first use: importing Celery takes
+        a noticeable part of a second, which reads like ``comfyq queues`` need not pay)."""
+        from comfyq.broker.celery_config import publisher_app
+
+        return publisher_app(self.settings)
+
+    def publish_run(self, run_id: str, gpu_type: str) -> None:
+        """Put run ``run_id`` on its GPU type's queue (again, when the reaper re-queues it).
+
+        The task id is the run id, so Flower shows runs by their id; a duplicate message is
+        harmless, since a worker claims a run only once at a time and never after it is final.
+        """
+        self.celery_app.send_task(EXECUTE_RUN_TASK, args=[run_id], task_id=run_id,
+                                  queue=gpu_queue(gpu_type), retry=True,
+                                  retry_policy=PUBLISH_RETRY_POLICY)
+
+    def send_webhook_delivery(self, event_id: str) -> None:
+        """Hand one delivery attempt of webhook event ``event_id`` to a callback worker."""
+        self.celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=CALLBACKS_QUEUE)
+
+    @functools.cached_property
+    def transport(self) -> RedisTransportView:
+        """What the broker holds: queue depths, waiting and unacknowledged messages."""
+        from comfyq.redis.connection import redis_client
+
+        return RedisTransportView(
+            redis_client(self.settings.effective_broker_url, timeout=self.timeout))
+
+    def queue_depth(self, gpu_type: str) -> int:
+        """Runs waiting in ``gpu_type``'s queue, taken by no worker yet."""
+        return self.transport.queue_depth(gpu_queue(gpu_type))
+
+    def waiting_run_ids(self, gpu_type: str, oldest: int | None = None) -> list[str]:
+        """Run ids waiting in ``gpu_type``'s queue, oldest first (only ``oldest`` of them)."""
+        return self.transport.waiting_run_ids(gpu_queue(gpu_type), oldest)
+
+    def held_run_ids(self, since: float) -> set[str]:
+        """Run ids of messages a worker took after ``since`` and has not acknowledged."""
+        return self.transport.held_run_ids(since)

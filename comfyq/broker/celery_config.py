@@ -1,0 +1,64 @@
+"""The Celery configuration every comfyq process shares, derived from :class:`Settings`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from comfyq.broker.names import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
+from comfyq.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for long GPU runs; each line says why."""
+    queues = [Queue(gpu_queue(gpu)) for gpu in settings.gpu_types]
+    queues += [Queue(CALLBACKS_QUEUE), Queue(MAINTENANCE_QUEUE)]
+    return {
+        "broker_url": settings.effective_broker_url,
+        # Ack after the run ends, so a run whose worker dies mid-way is delivered again.
+        "task_acks_late": True,
+        # A pool process killed mid-run (OOM, SIGKILL) puts its message back on the queue.
+        "task_reject_on_worker_lost": True,
+        # Reserve one message at a time: a GPU worker never hoards runs another GPU could start.
+        "worker_prefetch_multiplier": 1,
+        # Redis redelivers unacked messages after this; it must outlast the longest run.
+        "broker_transport_options": {
+            "visibility_timeout": max(1, int(settings.visibility_timeout_seconds)),
+            # Look for messages past their visibility timeout often enough for that timeout.
+            "unacked_restore_interval": max(1, min(10, int(settings.visibility_timeout_seconds / 4))),
+            "unacked_restore_throttle": 1,
+            # Retry a publish through short Redis hiccups instead of failing the submit.
+            "max_retries": 5,
+        },
+        # Task events on, so Flower sees every task as workers receive, start and finish it.
+        "worker_send_task_events": True,
+        # No task-sent events: each would be a second publish per submit (half the submit rate);
+        # Flower lists a run once a worker receives it, and queue depth is read from the broker.
+        "task_send_sent_event": False,
+        # Queues are declared here; a typo in a queue name fails instead of creating a dead queue.
+        "task_queues": queues,
+        "task_create_missing_queues": False,
+        "task_default_queue": CALLBACKS_QUEUE,
+        # Results live in the run record, not in a Celery result backend.
+        "task_ignore_result": True,
+        # Show tasks as STARTED in Flower while a run executes, not only PENDING then SUCCESS.
+        "task_track_started": True,
+        # Keep retrying the broker at start-up instead of exiting when Redis comes up late.
+        "broker_connection_retry_on_startup": True,
+        # JSON only: run ids and plain data travel, never pickled objects.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Leave the application's logging alone; comfyq only adds its own loggers.
+        "worker_hijack_root_logger": False,
+        # Fail a publish to an unreachable broker within seconds, not minutes.
+        "broker_connection_timeout": 5,
+    }
+
+
+def publisher_app(settings: Settings) -> Celery:
+    """A Celery app that only publishes (no task modules): what producers need."""
+    app = Celery("comfyq", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

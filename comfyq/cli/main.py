@@ -1,0 +1,287 @@
+"""The ``comfyq`` command: workers, the demo, and runs from the shell.
+
+Errors print one clear line on stderr and exit non-zero; ``--json`` gives scripts the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import redis
+
+from comfyq.errors import ComfyqError
+
+#: Exit code of a command whose run did not end in success, or that was refused.
+EXIT_FAILURE = 1
+#: Exit code of bad usage or bad input.
+EXIT_USAGE = 2
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from comfyq.settings import get_settings
+    from comfyq.workers import gpus, supervisor
+
+    settings = get_settings()
+    if args.gpus:
+        devices = gpus.simulated_devices(args.gpus)
+    else:
+        devices = gpus.detect_devices(settings.gpu_name_map)
+        if not devices and not args.cpu_only:
+            raise ComfyqError("no GPU found on this host; declare simulated ones with "
+                              "--gpus A100,T4 or run only the CPU side with --cpu-only")
+    unknown = sorted({d.gpu_type for d in devices} - set(settings.gpu_types))
+    if unknown:
+        raise ComfyqError(f"GPU type(s) {', '.join(unknown)} not in COMFYQ_GPU_TYPES "
+                          f"({', '.join(settings.gpu_types)}); add them there")
+    host = args.hostname or supervisor.default_host()
+    specs = [supervisor.gpu_worker_spec(device, host, args.loglevel) for device in devices]
+    servers = _comfyui_servers(args, settings, devices)
+    if servers:
+        from comfyq.workers.comfyui_servers import with_servers
+
+        specs = with_servers(specs, servers, settings)
+    if args.callbacks:
+        specs.append(supervisor.callback_worker_spec(host, settings.callback_concurrency,
+                                                     args.loglevel))
+    if args.beat:
+        schedule = settings.data_dir.resolve() / f"beat-schedule-{host}"
+        schedule.parent.mkdir(parents=True, exist_ok=True)
+        specs.append(supervisor.beat_spec(str(schedule), args.loglevel))
+    server_of = {server.device.index: server for server in servers}
+    for device in devices:
+        where = f" on ComfyUI {server_of[device.index].url}" if device.index in server_of else ""
+        print(f"gpu{device.index}: {device.name} -> queue comfyq.gpu.{device.gpu_type}{where}",
+              flush=True)
+    return supervisor.Supervisor(specs, grace_seconds=args.grace).run()
+
+
+def _comfyui_servers(args: argparse.Namespace, settings, devices) -> list:
+    """The ComfyUI server of each device, when the workers run graphs on ComfyUI."""
+    if args.comfyui_url is not None or args.comfyui_path is not None:
+        urls, path = args.comfyui_url, args.comfyui_path  # the command line wins over settings
+    else:
+        urls, path = settings.comfyui_urls, settings.comfyui_path
+    if not urls and not path:
+        return []
+    from comfyq.workers.comfyui_servers import device_servers
+
+    return device_servers(devices, urls, path, settings)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from comfyq.devtools.demo import run_demo
+
+    return run_demo(gpus=args.gpus, timeout=args.timeout)
+
+
+def _read_request(path: str) -> dict:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ComfyqError(f"{path}: not valid JSON ({error})") from None
+    if isinstance(document, dict) and "workflow_api_json" not in document:
+        # A bare API graph (as ComfyUI's "Save (API)" writes it) becomes a request.
+        document = {"workflow_id": Path(path).stem, "workflow_api_json": document}
+    return document
+
+
+def _parse_input(pair: str) -> tuple[str, object]:
+    name, sep, raw = pair.partition("=")
+    if not sep or not name:
+        raise ComfyqError(f"--input {pair!r}: expected NAME=VALUE")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from comfyq.cli.runs import cli_client
+
+    request = _read_request(args.file)
+    if args.gpu:
+        request["gpu"] = args.gpu
+    if args.input:
+        request["inputs"] = {**(request.get("inputs") or {}), **dict(map(_parse_input, args.input))}
+    client = cli_client()
+    run_id = client.submit(request)
+    if not args.wait:
+        print(json.dumps({"run_id": run_id}) if args.json else run_id)
+        return 0
+    from comfyq.progress_bar import follow_run
+
+    run = follow_run(client, run_id, show=not args.json)
+    print(run.model_dump_json(indent=2) if args.json else f"{run_id} {run.status.value}")
+    return 0 if run.status.value == "success" else EXIT_FAILURE
+
+
+def _status(args: argparse.Namespace) -> int:
+    from comfyq.cli.runs import cli_client
+
+    run = cli_client().get_run(args.run_id)
+    if args.json:
+        print(run.model_dump_json(indent=2))
+    else:
+        print(f"{run.id}  {run.status.value}  gpu={run.gpu}  progress={run.progress:.0%}  "
+              f"worker={run.worker or '-'}  {run.live_status or ''}")
+        if run.error:
+            print(f"error: {run.error.get('exception_message') or run.error}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from comfyq.cli.runs import cli_client
+
+    result = cli_client().cancel(args.run_id)
+    print(json.dumps(result.__dict__, default=str) if args.json else result.message)
+    return 0
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    from comfyq.catalog.summary import nodes_report
+    from comfyq.cli.connection import redis_client
+    from comfyq.settings import get_settings
+
+    gpu_types = [args.gpu] if args.gpu else get_settings().gpu_types
+    print(nodes_report(redis_client(), gpu_types, args.json))
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    try:
+        from comfyq.api.server import serve
+    except ImportError as error:
+        raise ComfyqError(f"the HTTP API needs its extra: pip install 'comfyq[api]' "
+                          f"({error})") from None
+    serve(args.host, args.port, access_log=args.access_log,
+          log_level="debug" if args.verbose else "info")
+    return 0
+
+
+def _workflows_deploy(args: argparse.Namespace) -> int:
+    from comfyq.producer.client import default_client
+
+    document = _read_request(args.file)
+    graph = document["workflow_api_json"]
+    default_client().deploy_workflow(args.workflow_id, graph)
+    print(f"deployed {len(graph)} nodes as workflow {args.workflow_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comfyq", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run one Celery worker per GPU of this host")
+    worker.add_argument("--gpus", help="simulated devices instead of real ones, e.g. A100,A100,T4")
+    worker.add_argument("--cpu-only", action="store_true",
+                        help="start no GPU worker (only callbacks and beat)")
+    worker.add_argument("--no-callbacks", dest="callbacks", action="store_false",
+                        help="do not start the CPU worker for webhooks and maintenance")
+    worker.add_argument("--no-beat", dest="beat", action="store_false",
+                        help="do not start beat (one active beat per deployment is enough)")
+    worker.add_argument("--hostname", help="host part of worker names (default: this host)")
+    worker.add_argument("--grace", type=float, default=60.0,
+                        help="seconds a run may take to finish after SIGTERM (default 60)")
+    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--comfyui-url", metavar="URL[,URL...]",
+                        help="run graphs on ComfyUI servers instead of in-process: one URL per "
+                             "device, in device order (default COMFYQ_COMFYUI_URLS)")
+    worker.add_argument("--comfyui-path", metavar="DIR",
+                        help="launch and supervise one ComfyUI per device from this checkout, "
+                             "pinned to the device, on port COMFYQ_COMFYUI_BASE_PORT + index")
+    worker.set_defaults(handler=_worker)
+
+    demo = commands.add_parser("demo", help="start everything locally and run a sample workflow")
+    demo.add_argument("--gpus", default="A100,T4", help="simulated GPUs (default A100,T4)")
+    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.set_defaults(handler=_demo)
+
+    submit = commands.add_parser("submit", help="submit a run request (or bare API graph) file")
+    submit.add_argument("file", help="JSON file, or - for stdin")
+    submit.add_argument("--gpu", help="GPU type to run on")
+    submit.add_argument("--input", action="append", metavar="NAME=VALUE",
+                        help="value of an external input (JSON or text); repeatable")
+    submit.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    submit.add_argument("--json", action="store_true")
+    submit.set_defaults(handler=_submit)
+
+    status = commands.add_parser("status", help="show a run")
+    status.add_argument("run_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_status)
+
+    cancel = commands.add_parser("cancel", help="cancel a run")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(handler=_cancel)
+
+    workflows = commands.add_parser("workflows", help="graphs kept under a workflow id")
+    workflow_commands = workflows.add_subparsers(dest="workflows_command", required=True)
+    deploy = workflow_commands.add_parser(
+        "deploy", help="keep an API graph (file) as WORKFLOW_ID; requests naming it with an "
+                       "empty workflow_api_json run it")
+    deploy.add_argument("workflow_id")
+    deploy.add_argument("file", help="API graph or run request JSON file, or - for stdin")
+    deploy.set_defaults(handler=_workflows_deploy)
+
+    nodes = commands.add_parser("nodes", help="show the node catalog a GPU queue offers")
+    nodes.add_argument("--gpu", help="GPU type (default: every type with a published catalog)")
+    nodes.add_argument("--json", action="store_true", help="the catalogs in /object_info format")
+    nodes.set_defaults(handler=_nodes)
+
+    api = commands.add_parser("api", help="serve ComfyDeploy's run endpoints over HTTP")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    api.add_argument("--access-log", action="store_true", help="log every request")
+    api.set_defaults(handler=_api)
+
+    for register in _plugin_commands():
+        register(commands)
+    return parser
+
+
+def _plugin_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from comfyq.cli.runs import add_run_commands
+
+    registrars = [add_run_commands]
+    try:
+        from comfyq.cli.webhooks import add_webhook_commands
+    except ImportError:
+        pass
+    else:
+        registrars.append(add_webhook_commands)
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except redis.RedisError as error:
+        from comfyq.cli.connection import redis_location
+        from comfyq.settings import get_settings
+
+        where = redis_location(get_settings().redis_url)
+        print(f"comfyq: error: Redis at {where} failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ComfyqError, ValueError, OSError) as error:
+        first_line = str(error).strip().splitlines()
+        print(f"comfyq: error: {' '.join(line.strip() for line in first_line)}", file=sys.stderr)
+        return EXIT_FAILURE if isinstance(error, ComfyqError) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Submitting and following runs from application code.
+
+``Client`` is the API; the module-level ``submit``/``get_run``/``wait``/``cancel`` use a default
+client built from the ``COMFYQ_`` environment, so most code needs only ``import comfyq``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+
+from comfyq.broker import Broker, gpu_queue
+from comfyq.errors import FieldProblem, InvalidRunRequest, SubmitFailed, WaitTimeout
+from comfyq.models import (
+    FINAL_STATUSES,
+    RunStatus,
+    WorkflowRunModel,
+    WorkflowRunRequest,
+    parse_run_request,
+)
+from comfyq.producer.gpu_choice import resolve_gpu
+from comfyq.producer.graph_check import check_run_graph
+from comfyq.redis import keys
+from comfyq.redis.connection import RESTART_RETRIES, redis_client
+from comfyq.runs.codec import run_model
+from comfyq.runs.follow import RunChanges
+from comfyq.runs.hooks import RunHooks
+from comfyq.runs.store import RunStore, now
+from comfyq.settings import Settings, get_settings
+from comfyq.webhooks.events import WebhookEvents
+from comfyq.webhooks.safety import UnsafeWebhookURL, check_webhook_url
+from comfyq.webhooks.settings import WebhookSettings, get_webhook_settings
+
+FINAL_STATUS_VALUES = frozenset(status.value for status in FINAL_STATUSES)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What ``cancel`` did: ``cancelled`` is False when the run had already finished."""
+
+    run_id: str
+    cancelled: bool
+    status: RunStatus
+    message: str
+
+
+class Client:
+    """Submit runs and follow them.
+
+    :param settings: comfyq settings; the environment's by default.
+    :param celery_app: the Celery app to publish with; a publish-only app of ``settings`` by
+        default.
+    :param redis_client: a client for run records (``decode_responses=True``).
+    :param webhook_settings: which webhook addresses are allowed; the environment's by default.
+    """
+
+    def __init__(self, settings: Settings | None = None, celery_app: Celery | None = None,
+                 redis_client: redis.Redis | None = None,
+                 webhook_settings: WebhookSettings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.broker = Broker(self.settings, celery_app)
+        self.celery_app = self.broker.celery_app
+        # Writes here are idempotent: ride out a Redis restart of a second or two.
+        self.redis = redis_client or _records_client(self.settings.redis_url)
+        self.store = RunStore(self.redis, self.settings.run_retention_seconds)
+        self.webhook_settings = webhook_settings or get_webhook_settings()
+        self.hooks = RunHooks([WebhookEvents(self.redis, self.broker.send_webhook_delivery,
+                                             self.webhook_settings)])
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    def submit(self, request: WorkflowRunRequest | dict[str, Any] | str | bytes,
+               idempotency_key: str | None = None) -> str:
+        """Validate, record and enqueue a run; returns its run id.
+
+        :param request: a :class:`WorkflowRunRequest`, or the same as a dict or JSON text.
+        :param idempotency_key: submitting again with the same key (within the retention
+            period) returns the first run's id and queues nothing new.
+        :raises InvalidRunRequest: the request is malformed (every problem, with its field).
+        :raises UnknownGpuType: no configured queue serves the GPU type it needs.
+        :raises PromptValidationError: that GPU type's workers cannot run the graph (ComfyUI's
+            ``error`` + ``node_errors`` in ``body``); see :mod:`comfyq.producer.graph_check`.
+        :raises SubmitFailed: the broker could not be reached; nothing was recorded.
+        """
+        request = parse_run_request(request, self.deployed_workflow)
+        gpu_type = resolve_gpu(request, self.settings)
+        check_run_graph(self.redis, self.settings, request, gpu_type)
+        if request.webhook:
+            self._check_webhook(request.webhook)
+        run_id = str(uuid.uuid4())
+        if idempotency_key is not None:
+            first = self._claim_idempotency_key(idempotency_key, run_id)
+            if first is not None:
+                return first
+        pipeline = self.redis.pipeline(transaction=True)
+        self.store.create(run_id, RunStatus.QUEUED, self._initial_fields(run_id, request, gpu_type),
+                          pipeline)
+        try:
+            pipeline.execute()
+        except redis.RedisError as error:
+            raise SubmitFailed(f"could not record the run in Redis: {error}") from error
+        try:
+            self.broker.publish_run(run_id, gpu_type)
+        except Exception as error:
+            self.store.delete(run_id)
+            if idempotency_key is not None:
+                self.redis.delete(keys.idempotency(idempotency_key))
+            raise SubmitFailed(f"could not enqueue run on {gpu_queue(gpu_type)}: {error}") from error
+        if request.webhook and request.webhook_intermediate_status:
+            self.hooks.changed(run_id, True)
+        return run_id
+
+    def deploy_workflow(self, workflow_id: str, graph: dict[str, Any]) -> dict[str, Any]:
+        """Keep ``graph`` as the workflow ``workflow_id``: requests that name it with an empty
+        ``workflow_api_json`` (as ComfyDeploy's SDK sends them) run it. Returns the graph.
+
+        :raises InvalidRunRequest: the graph is malformed (checked as a request would be).
+        """
+        checked = parse_run_request({"workflow_id": workflow_id, "workflow_api_json": graph})
+        self.redis.set(keys.workflow(workflow_id), json.dumps(checked.workflow_api_json))
+        return checked.workflow_api_json
+
+    def deployed_workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """The graph deployed under ``workflow_id``, or None."""
+        stored = self.redis.get(keys.workflow(workflow_id))
+        return None if stored is None else json.loads(stored)
+
+    def _check_webhook(self, url: str) -> None:
+        """Refuse webhooks to loopback, private, link-local or metadata addresses (unless allowed)."""
+        try:
+            check_webhook_url(url, allow_loopback=self.webhook_settings.webhook_allow_loopback,
+                              allow_private=self.webhook_settings.webhook_allow_private)
+        except UnsafeWebhookURL as error:
+            raise InvalidRunRequest([FieldProblem("webhook", str(error))]) from None
+
+    def _claim_idempotency_key(self, key: str, run_id: str) -> str | None:
+        """None when ``key`` is new (now bound to ``run_id``), else the run it is bound to."""
+        if not key or len(key) > 255:
+            raise InvalidRunRequest([FieldProblem("idempotency_key", "must be 1 to 255 characters")])
+        idem_key = keys.idempotency(key)
+        if self.redis.set(idem_key, run_id, nx=True, ex=int(self.settings.run_retention_seconds)):
+            return None
+        return self.redis.get(idem_key)
+
+    def _initial_fields(self, run_id: str, request: WorkflowRunRequest, gpu_type: str) -> dict:
+        created = now()
+        return {
+            "id": run_id,
+            "workflow_id": request.workflow_id,
+            "workflow_inputs": request.inputs,
+            "workflow_api": request.workflow_api_json,
+            "workflow": request.workflow,
+            "machine_id": request.machine_id,
+            "origin": "api",
+            "gpu": gpu_type,
+            "webhook": request.webhook,
+            "webhook_intermediate_status": bool(request.webhook_intermediate_status),
+            "created_at": created,
+            "updated_at": created,
+            "queued_at": created,
+            "progress": 0.0,
+            "live_status": None,
+            "outputs": [],
+            "attempts": 0,
+            "max_run_seconds": self.settings.run_time_limit(gpu_type, request.machine_id),
+        }
+
+    # -- following ------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> WorkflowRunModel:
+        """The run in ComfyDeploy's ``WorkflowRunModel`` shape; raises RunNotFound."""
+        return run_model(self.store.get(run_id))
+
+    def wait(self, run_id: str, timeout: float | None = None) -> WorkflowRunModel:
+        """Block until the run is final and return it.
+
+        :raises WaitTimeout: ``timeout`` seconds passed first (the run goes on).
+        :raises RunNotFound: there is no such run.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with RunChanges(self.redis, run_id) as changes:
+            # Read after subscribing, so a change between the two is never missed.
+            status = self.store.status(run_id)
+            while not status.is_final:
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(f"run {run_id} is still {status.value} after {timeout} s")
+                announced = changes.wait(min(remaining, 1.0))
+                if announced is None:
+                    status = self.store.status(run_id)
+                elif announced in FINAL_STATUS_VALUES:
+                    break
+        return self.get_run(run_id)
+
+    def cancel(self, run_id: str) -> CancelResult:
+        """Stop a run: a queued run never starts; a running one stops at its next node.
+
+        Cancelling a finished run changes nothing and says so.
+        """
+        status = self.store.status(run_id)
+        if status.is_final:
+            return CancelResult(run_id, False, status,
+                                f"run already finished with status {status.value}; nothing to cancel")
+        self.store.request_cancel(run_id, self.settings.visibility_timeout_seconds)
+        if status in (RunStatus.NOT_STARTED, RunStatus.QUEUED) and self.store.move(
+                run_id, RunStatus.CANCELLED,
+                {"ended_at": now(), "live_status": "Cancelled before it started"},
+                only_from=(RunStatus.NOT_STARTED, RunStatus.QUEUED)):
+            self.hooks.changed(run_id, True)
+            return CancelResult(run_id, True, RunStatus.CANCELLED, "cancelled before it started")
+        return CancelResult(run_id, True, self.store.status(run_id),
+                            "cancel requested; the worker stops the run at its next node")
+
+
+def _records_client(url: str) -> redis.Redis:
+    return redis_client(url, retries=RESTART_RETRIES)
+
+
+@functools.cache
+def default_client() -> Client:
+    """The client behind the module-level functions, built on first use."""
+    return Client()
+
+
+def submit(request: WorkflowRunRequest | dict[str, Any] | str | bytes) -> str:
+    """Validate, record and enqueue a run with the default client; returns its run id."""
+    return default_client().submit(request)
+
+
+def get_run(run_id: str) -> WorkflowRunModel:
+    """The run's record in ComfyDeploy's ``WorkflowRunModel`` shape."""
+    return default_client().get_run(run_id)
+
+
+def wait(run_id: str, timeout: float | None = None) -> WorkflowRunModel:
+    """Block until the run is final and return its record."""
+    return default_client().wait(run_id, timeout)
+
+
+def cancel(run_id: str) -> CancelResult:
+    """Cancel a run (a no-op, said so, when it already finished)."""
+    return default_client().cancel(run_id)

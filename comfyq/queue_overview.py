@@ -1,0 +1,124 @@
+"""What each GPU type's queue holds and who serves it, read from the broker and Redis.
+
+The broker's own view (:class:`comfyq.broker.Broker`) sees every queue, including ones that no
+online worker consumes (which Flower's queue view misses), and needs no answer from any worker.
+
+Workers come from their presence keys (``comfyq.worker_presence``); the run a worker executes
+is the member of ``ACTIVE_RUNS`` whose record names it in its ``worker`` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from comfyq.broker import Broker, gpu_queue
+from comfyq.models import RunStatus
+from comfyq.redis import keys
+from comfyq.runs.codec import decode_value
+from comfyq.runs.store import now
+from comfyq.worker_presence import online_workers
+
+#: Messages looked at, from the oldest end, to find the oldest run that still waits (messages of
+#: runs cancelled while queued stay in the list until a worker drops them).
+OLDEST_SCAN_WINDOW = 100
+
+
+@dataclass(frozen=True)
+class WaitingRun:
+    """The oldest run still waiting in a queue."""
+
+    run_id: str
+    queued_at: float
+    age_seconds: float
+
+
+def oldest_waiting_run(broker: Broker, records: redis.Redis, gpu_type: str,
+                       moment: float | None = None) -> WaitingRun | None:
+    """The run that has waited longest among the queue's messages whose run is still queued."""
+    moment = now() if moment is None else moment
+    candidates = broker.waiting_run_ids(gpu_type, oldest=OLDEST_SCAN_WINDOW)
+    if not candidates:
+        return None
+    pipeline = records.pipeline(transaction=False)
+    for run_id in candidates:
+        pipeline.hmget(keys.run(run_id), ["status", "queued_at"])
+    waiting = [WaitingRun(run_id, float(queued_at), round(moment - float(queued_at), 3))
+               for run_id, (status, queued_at) in zip(candidates, pipeline.execute())
+               if status == RunStatus.QUEUED.value and queued_at is not None]
+    return min(waiting, key=lambda run: run.queued_at, default=None)
+
+
+def current_runs(records: redis.Redis) -> dict[str, str]:
+    """Worker name -> the run it is executing, from the runs started and not finished."""
+    run_ids = records.zrange(keys.ACTIVE_RUNS, 0, -1)
+    if not run_ids:
+        return {}
+    pipeline = records.pipeline(transaction=False)
+    for run_id in run_ids:
+        pipeline.hget(keys.run(run_id), "worker")
+    executing: dict[str, str] = {}
+    for run_id, worker in zip(run_ids, pipeline.execute()):
+        if worker:
+            executing[decode_value(worker)] = run_id
+    return executing
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """An online worker of a GPU type, the device it is pinned to and the run it executes."""
+
+    name: str
+    device: str
+    cuda_visible_devices: str | None
+    host: str | None
+    current_run: str | None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One GPU type's queue and the workers that serve it."""
+
+    gpu_type: str
+    queue: str
+    depth: int
+    oldest_waiting: WaitingRun | None
+    workers: list[WorkerState] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gpu_types(configured: Iterable[str], workers: Sequence[dict[str, Any]]) -> list[str]:
+    """The configured GPU types, then any type an online worker serves beyond them."""
+    types = list(dict.fromkeys(configured))
+    types += sorted({w["gpu_type"] for w in workers if w.get("gpu_type")} - set(types))
+    return types
+
+
+def _worker_state(worker: dict[str, Any], executing: dict[str, str]) -> WorkerState:
+    return WorkerState(worker["name"], worker.get("device") or "cpu",
+                       worker.get("cuda_visible_devices"), worker.get("host"),
+                       executing.get(worker["name"]))
+
+
+def queue_states(records: redis.Redis, broker: Broker, gpu_types: Iterable[str],
+                 moment: float | None = None) -> list[QueueState]:
+    """Every GPU type's queue depth, oldest waiting run and online workers.
+
+    :param records: client of the Redis holding run records (``decode_responses=True``).
+    :param broker: the broker holding the queues.
+    """
+    moment = now() if moment is None else moment
+    workers = online_workers(records)
+    executing = current_runs(records)
+    states = []
+    for gpu_type in _gpu_types(gpu_types, workers):
+        queue = gpu_queue(gpu_type)
+        serving = [_worker_state(w, executing) for w in workers if w.get("gpu_type") == gpu_type]
+        states.append(QueueState(gpu_type, queue, broker.queue_depth(gpu_type),
+                                 oldest_waiting_run(broker, records, gpu_type, moment), serving))
+    return states

@@ -1,0 +1,52 @@
+"""The one place comfyq makes Redis clients, so every process talks to Redis the same way.
+
+Every client decodes replies to ``str`` (records are JSON text) and checks an idle connection's
+health before reusing it. What differs is named by the caller: ``timeout`` for interactive
+commands and scrapes that must give up quickly, ``retries`` for writers that ride out a Redis
+restart (their writes are idempotent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+#: Seconds between health checks of an idle pooled connection.
+HEALTH_CHECK_INTERVAL_SECONDS = 30
+#: Seconds an interactive command or a scrape waits for Redis before it gives up.
+QUICK_TIMEOUT_SECONDS = 5.0
+#: Retries of a command through a broken connection, with backoff (about 3 s in all).
+RESTART_RETRIES = 6
+
+
+def _options(timeout: float | None, retries: int) -> dict[str, Any]:
+    options: dict[str, Any] = {"decode_responses": True,
+                               "health_check_interval": HEALTH_CHECK_INTERVAL_SECONDS}
+    if timeout is not None:
+        options |= {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if retries:
+        options |= {
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+            # The builtin ConnectionError: a refused connect surfaces as the socket's own error.
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError, ConnectionError],
+        }
+    return options
+
+
+def redis_client(url: str, *, timeout: float | None = None, retries: int = 0) -> redis.Redis:
+    """A client of the Redis at ``url``.
+
+    :param timeout: seconds a connect or a reply may take (None: wait as long as it takes).
+    :param retries: how often a command is retried through a broken connection.
+    """
+    return redis.Redis.from_url(url, **_options(timeout, retries))
+
+
+def async_redis_client(url: str, *, timeout: float | None = None) -> Any:
+    """A ``redis.asyncio`` client of the Redis at ``url``; it belongs to the running loop."""
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url, **_options(timeout, 0))

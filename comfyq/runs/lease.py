@@ -1,0 +1,103 @@
+"""Run leases: at most one worker executes a run at any time.
+
+A worker takes a run's lease (a Redis key holding its token, with a TTL) before executing it and
+renews it from a heartbeat thread while the run goes on. A redelivered message for a run whose
+lease is alive is dropped; when a worker dies its lease expires, and the maintenance reaper hands
+the run to another worker. Record writes of a run in progress are fenced by the token, so a worker
+that lost its lease (paused too long, cut off) cannot overwrite what its successor writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import redis
+
+from comfyq.redis import keys
+
+logger = logging.getLogger(__name__)
+
+#: Extend the lease only if we still hold it.
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+#: Drop the lease only if we still hold it.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the run's lease: another worker may be executing it."""
+
+
+class RunLease:
+    """The lease of one run, held by this worker while it executes the run.
+
+    The lease is taken atomically with the run's claim (``RunStore.claim``, with :attr:`token`);
+    this object keeps it alive and gives it back.
+
+    :param client: redis client (``decode_responses=True``).
+    :param run_id: the run.
+    :param worker_name: written into the token, so ``redis-cli GET`` shows who holds it.
+    :param ttl_seconds: how long the lease lives without a heartbeat.
+    """
+
+    def __init__(self, client: redis.Redis, run_id: str, worker_name: str,
+                 ttl_seconds: float) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.key = keys.run_lease(run_id)
+        self.token = f"{worker_name}:{uuid.uuid4().hex}"
+        self.ttl_ms = max(100, int(ttl_seconds * 1000))
+        self._renew = client.register_script(_RENEW_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Set once the run's final write gave the lease back (``RunStore.move`` does).
+        self.released = False
+
+    def start_heartbeat(self) -> None:
+        """Renew the lease every third of its TTL until :meth:`release`."""
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id[:8]}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        interval = self.ttl_ms / 3000
+        while not self._stop.wait(interval):
+            try:
+                if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+                    logger.error("lease of run %s was lost; stopping its execution", self.run_id)
+                    self._lost.set()
+                    return
+            except redis.RedisError as error:
+                # A blip must not kill the run; the lease outlives a few missed beats.
+                logger.warning("could not renew lease of run %s: %s", self.run_id, error)
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` once the heartbeat found the lease gone."""
+        if self._lost.is_set():
+            raise LeaseLost(self.run_id)
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def release(self) -> None:
+        """Stop the heartbeat and give the lease back (unless a final write already did)."""
+        self.stop_heartbeat()
+        if self.released:
+            return
+        try:
+            self._release(keys=[self.key], args=[self.token])
+        except redis.RedisError as error:
+            logger.warning("could not release lease of run %s: %s", self.run_id, error)

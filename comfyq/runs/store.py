@@ -1,0 +1,241 @@
+"""The run record in Redis: created by the producer, moved forward by workers, read by everyone.
+
+A record is a Redis hash (``comfyq.redis.keys.run``). ``status`` is stored as plain text so scripts can
+compare it; every other field is JSON. Status changes go through one Lua script so that they are
+atomic and only ever move forward: a finished run never goes back to running, whatever order two
+workers' writes arrive in. Every change is announced on the run's pub/sub channel, which is what
+``wait`` listens to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from comfyq.errors import RunNotFound
+from comfyq.models import FINAL_RANK, STATUS_RANK, RunStatus
+from comfyq.redis import keys
+from comfyq.runs.codec import decode_fields, decode_record, encode_fields
+
+#: Shared by the scripts below: apply a status change (and the field/value pairs in ARGV from
+#: ``first_field`` on) to a run whose current rank is ``rank``, keeping the active/queued indexes
+#: in step with the status and announcing the change. Only forward moves apply, unless ``mode`` is
+#: 'force' (re-queueing). KEYS: record, updates channel, lease, active index, queued index.
+_MOVE_LUA = f"""
+local function move(rank, new_status, new_rank, mode, run_id, moment, retention, first_field)
+  if new_status ~= '' then
+    if new_rank <= rank and not string.find(mode, 'force', 1, true) then return false end
+    redis.call('HSET', KEYS[1], 'status', new_status, 'rank', new_rank)
+    if new_rank >= {FINAL_RANK} then
+      redis.call('ZREM', KEYS[4], run_id)
+      redis.call('ZREM', KEYS[5], run_id)
+      redis.call('EXPIRE', KEYS[1], retention)
+    elseif new_rank == {STATUS_RANK[RunStatus.QUEUED]} then
+      redis.call('ZREM', KEYS[4], run_id)
+      redis.call('ZADD', KEYS[5], moment, run_id)
+    elseif new_rank >= {STATUS_RANK[RunStatus.STARTED]} then
+      redis.call('ZREM', KEYS[5], run_id)
+      redis.call('ZADD', KEYS[4], moment, run_id)
+    end
+  end
+  if #ARGV >= first_field then redis.call('HSET', KEYS[1], unpack(ARGV, first_field)) end
+  redis.call('PUBLISH', KEYS[2], new_status)
+  return true
+end
+"""
+
+#: A status change and/or field update of a run that is not final.
+#: ARGV: new status ('' = keep), its rank, mode ('force' and/or 'from=<status>,<status>': apply
+#: only while the run has one of those statuses), lease token ('' = unfenced; else the write
+#: applies only while that token holds the lease), seconds to keep a final record, now, run id,
+#: then field/value pairs. Returns the status the run had before, or false when not applied.
+_TRANSITION_LUA = _MOVE_LUA + f"""
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+local only_from = string.match(ARGV[3], 'from=([%w%-,]+)')
+if only_from and not string.find(',' .. only_from .. ',', ',' .. status .. ',', 1, true) then
+  return false
+end
+local rank = tonumber(redis.call('HGET', KEYS[1], 'rank'))
+if rank >= {FINAL_RANK} then return false end
+local fence = ARGV[4]
+if fence ~= '' and redis.call('GET', KEYS[3]) ~= fence then return false end
+if move(rank, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[7], ARGV[6], ARGV[5], 8) then
+  -- A worker's final write gives its lease back in the same step.
+  if fence ~= '' and tonumber(ARGV[2]) >= {FINAL_RANK} then redis.call('DEL', KEYS[3]) end
+  return status
+end
+return false
+"""
+
+#: A worker's claim of a run, in one round trip: read the fields it needs, and unless the run is
+#: final, cancelled or leased by another worker, take its lease, count the attempt and move it to
+#: 'started'. KEYS: as above, plus the cancel flag. ARGV: lease token, lease TTL (ms), seconds to
+#: keep a final record, now, run id, number of field names, the names, then the field/value
+#: pairs to set. Returns {outcome, status, attempts, values...}; outcome is one of 'missing',
+#: 'final', 'cancel', 'leased', 'claimed'.
+_CLAIM_LUA = _MOVE_LUA + f"""
+local count = tonumber(ARGV[6])
+local values = redis.call('HMGET', KEYS[1], 'status', 'rank', 'attempts', unpack(ARGV, 7, 6 + count))
+local status, rank = values[1], tonumber(values[2])
+if not status then return {{'missing'}} end
+if rank >= {FINAL_RANK} then return {{'final', status}} end
+if redis.call('EXISTS', KEYS[6]) == 1 then return {{'cancel', status}} end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {{'leased', status}} end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+move(rank, '{RunStatus.STARTED.value}', {STATUS_RANK[RunStatus.STARTED]}, '', ARGV[5], ARGV[4], ARGV[3], 7 + count)
+values[3] = attempts
+return {{'claimed', unpack(values)}}
+"""
+
+
+def now() -> float:
+    """Timestamps are Unix seconds (float) in records; models turn them into datetimes."""
+    return time.time()
+
+
+def _script_keys(run_id: str) -> list[str]:
+    return [keys.run(run_id), keys.run_updates(run_id), keys.run_lease(run_id),
+            keys.ACTIVE_RUNS, keys.QUEUED_RUNS]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker's claim of a run found: ``outcome`` and the record's fields it read."""
+
+    outcome: str
+    record: dict[str, Any]
+
+    @property
+    def claimed(self) -> bool:
+        return self.outcome == "claimed"
+
+
+class RunStore:
+    """Reads and writes run records.
+
+    :param client: a redis-py client created with ``decode_responses=True``.
+    """
+
+    def __init__(self, client: redis.Redis, retention_seconds: float = 7 * 24 * 3600) -> None:
+        self.client = client
+        self.retention_seconds = retention_seconds
+        self._transition = client.register_script(_TRANSITION_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
+
+    def create(self, run_id: str, status: RunStatus, fields: Mapping[str, Any],
+               pipeline: redis.client.Pipeline | None = None) -> None:
+        """Write a new record (in ``pipeline`` when given, so the caller can batch it)."""
+        target = pipeline if pipeline is not None else self.client
+        created = fields.get("created_at", now())
+        target.hset(
+            keys.run(run_id),
+            mapping={"status": status.value, "rank": str(status.rank)}
+            | dict(zip(*[iter(encode_fields(fields))] * 2)),
+        )
+        target.zadd(keys.RUNS_INDEX, {run_id: created})
+        if status == RunStatus.QUEUED:
+            target.zadd(keys.QUEUED_RUNS, {run_id: created})
+
+    def delete(self, run_id: str) -> None:
+        """Remove a record entirely (used when a submit could not be enqueued)."""
+        pipeline = self.client.pipeline()
+        pipeline.delete(keys.run(run_id), keys.run_cancel(run_id))
+        for index in (keys.RUNS_INDEX, keys.QUEUED_RUNS, keys.ACTIVE_RUNS):
+            pipeline.zrem(index, run_id)
+        pipeline.execute()
+
+    def move(self, run_id: str, status: RunStatus | None, fields: Mapping[str, Any] | None = None,
+             *, force: bool = False, lease_token: str | None = None,
+             only_from: Iterable[RunStatus] = ()) -> RunStatus | None:
+        """Move a run to ``status`` (None: keep it) and set ``fields``, if that moves it forward.
+
+        ``updated_at`` is set on every applied change; a final status starts the retention clock.
+        Returns the status the run had before, or None when the change was refused (run
+        missing, final, not a forward move, or ``lease_token`` no longer holds the lease).
+        ``force`` allows a move back to an earlier non-final status, for re-queueing;
+        ``only_from`` applies the change only while the run has one of those statuses. A final
+        move fenced by ``lease_token`` also releases that lease.
+        """
+        mode = ";".join(filter(None, [
+            "force" if force else "",
+            "from=" + ",".join(s.value for s in only_from) if only_from else ""]))
+        moment = now()
+        args = [
+            status.value if status else "",
+            str(status.rank if status else 0),
+            mode,
+            lease_token or "",
+            str(int(self.retention_seconds)),
+            repr(moment),
+            run_id,
+            *encode_fields({"updated_at": moment, **(fields or {})}),
+        ]
+        previous = self._transition(keys=_script_keys(run_id), args=args)
+        return RunStatus(previous) if previous else None
+
+    def claim(self, run_id: str, names: Sequence[str], lease_token: str, lease_ttl: float,
+              started_fields: Mapping[str, Any]) -> Claim:
+        """A worker's claim of a run before executing it (see ``_CLAIM_LUA``), in one round trip.
+
+        On success the run is ``started``, leased to ``lease_token`` and its attempt counted,
+        and ``started_fields`` are set.
+        """
+        moment = now()
+        args = [lease_token, str(max(100, int(lease_ttl * 1000))), str(int(self.retention_seconds)),
+                repr(moment), run_id, str(len(names)), *names,
+                *encode_fields({"updated_at": moment, **started_fields})]
+        reply = self._claim(keys=[*_script_keys(run_id), keys.run_cancel(run_id)], args=args)
+        outcome = reply[0]
+        if outcome == "missing":
+            raise RunNotFound(run_id)
+        record = {"status": reply[1]}
+        if outcome == "claimed":
+            record["attempts"] = int(reply[3])
+            record.update(decode_fields(run_id, list(names), [reply[1], *reply[4:]]))
+        return Claim(outcome, record)
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        """The decoded record; raises :class:`RunNotFound` when there is none."""
+        raw = self.client.hgetall(keys.run(run_id))
+        if not raw:
+            raise RunNotFound(run_id)
+        return decode_record(raw)
+
+    def get_fields(self, run_id: str, names: Iterable[str]) -> dict[str, Any]:
+        """Some fields of a record (missing ones are None); raises RunNotFound if no record."""
+        names = list(names)
+        return decode_fields(run_id, names, self.client.hmget(keys.run(run_id), ["status", *names]))
+
+    def executing_view(self, run_ids: Sequence[str], names: Iterable[str]
+                       ) -> dict[str, tuple[dict[str, Any], bool] | None]:
+        """For each run, some fields of its record and whether its lease is alive, in one round
+        trip; None for a run whose record is gone."""
+        names = list(names)
+        pipeline = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipeline.hmget(keys.run(run_id), ["status", *names])
+            pipeline.exists(keys.run_lease(run_id))
+        replies = pipeline.execute()
+        view: dict[str, tuple[dict[str, Any], bool] | None] = {}
+        for run_id, values, leased in zip(run_ids, replies[::2], replies[1::2], strict=True):
+            view[run_id] = None if values[0] is None else (
+                decode_fields(run_id, names, values), bool(leased))
+        return view
+
+    def status(self, run_id: str) -> RunStatus:
+        value = self.client.hget(keys.run(run_id), "status")
+        if value is None:
+            raise RunNotFound(run_id)
+        return RunStatus(value)
+
+    def request_cancel(self, run_id: str, ttl_seconds: float) -> None:
+        """Leave the cancel flag that workers check between nodes (it survives restarts)."""
+        self.client.set(keys.run_cancel(run_id), "1", ex=max(1, int(ttl_seconds)))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return bool(self.client.exists(keys.run_cancel(run_id)))
