@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 # Run as a script, the checkout's root is not on the path unless comfyq is installed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(REPO))
 
 from comfyq.catalog.object_info import load_catalog
 from comfyq.catalog.publishing import publish_worker_catalog
@@ -30,7 +31,7 @@ from comfyq.catalog.validation import (
     validate_prompt,
 )
 
-CATALOG_PATH = Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json")
+CATALOG_PATH = REPO / "tests" / "data" / "reference" / "comfyui-0.3.64-object_info.json"
 TARGET_MS = 5.0
 
 

@@ -1,31 +1,50 @@
-"""Shared fixtures: a throwaway Redis for the whole test session.
+"""Fixtures of every tier: the session's own Redis-compatible server, and its databases.
 
-Tests never touch a Redis they did not start, unless ``COMFYQ_TEST_REDIS_URL`` points at one:
-the embedded Valkey starts in milliseconds and works on a machine with only Python.
+Tests never touch a Redis they did not start: the embedded Valkey starts in milliseconds and
+works on a machine with only Python. Tiers: ``tests/unit`` needs no Redis, ``tests/redis`` gets
+a database of its own per test (:func:`fresh_redis`), ``tests/e2e`` drives real worker
+processes (the session fleet in ``tests/e2e/conftest.py``). ``python -m pytest tests/unit
+tests/redis`` runs the fast tiers alone.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from comfyq.devtools.embedded_redis import start_embedded_redis
+from tests.databases import DATABASES, FLEET_DATABASE, DatabasePool
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, so ``-m "not e2e"`` selects the fast tiers."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in ("unit", "redis", "e2e"):
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    given = os.environ.get("COMFYQ_TEST_REDIS_URL")
-    if given:
-        yield given
-        return
-    server = start_embedded_redis(save="")
+def redis_server() -> Iterator[str]:
+    """The URL (no database) of the session's own server."""
+    server = start_embedded_redis(save="", databases=str(DATABASES))
     try:
-        yield f"{server.connection_url}/0"
+        yield server.connection_url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_pool(redis_server: str) -> DatabasePool:
+    return DatabasePool(redis_server)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: str) -> str:
+    """The session fleet's database."""
+    return f"{redis_server}/{FLEET_DATABASE}"
 
 
 @pytest.fixture
@@ -37,55 +56,18 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def fleet_settings(redis_url, tmp_path_factory):
-    """Settings shared by the test fleet's workers and the tests' client."""
-    from comfyq.settings import Settings
-
-    data_dir = tmp_path_factory.mktemp("comfyq-data")
-    env = {
-        "COMFYQ_REDIS_URL": redis_url,
-        "COMFYQ_GPU_TYPES": "A100,T4",
-        "COMFYQ_DEFAULT_GPU": "T4",
-        "COMFYQ_DATA_DIR": str(data_dir),
-        "COMFYQ_PROGRESS_INTERVAL_SECONDS": "0",
-        "COMFYQ_WEBHOOK_ALLOW_LOOPBACK": "true",
-        "COMFYQ_WEBHOOK_SCHEDULE": "0,0.2,0.5,1,1",
-        "COMFYQ_WEBHOOK_JITTER": "0",
-    }
-    settings = Settings(redis_url=redis_url, gpu_types=["A100", "T4"], default_gpu="T4",
-                        data_dir=data_dir, progress_interval_seconds=0)
-    return env, settings
-
-
-@pytest.fixture(scope="session")
-def fleet(fleet_settings, tmp_path_factory):
-    """A real ``comfyq worker --gpus A100,T4`` (two GPU workers, callbacks, beat) for the session."""
-    from comfyq.devtools.local_fleet import LocalFleet
-
-    env, _ = fleet_settings
-    log = tmp_path_factory.mktemp("logs") / "fleet.log"
-    with LocalFleet(["A100", "T4"], env, log_path=str(log)) as running_fleet:
-        client = redis.Redis.from_url(env["COMFYQ_REDIS_URL"], decode_responses=True)
-        try:
-            running_fleet.wait_ready(client, timeout=90)
-        except Exception:
-            print(log.read_text()[-5000:])
-            raise
-        yield running_fleet
+@pytest.fixture
+def fresh_redis_url(database_pool: DatabasePool) -> Iterator[str]:
+    """A database of this test's own, empty, emptied again afterwards."""
+    with database_pool.lend() as url:
+        yield url
 
 
 @pytest.fixture
-def client(fleet, fleet_settings, monkeypatch):
-    """A comfyq client talking to the test fleet."""
-    from comfyq import Client
-
-    env, settings = fleet_settings
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    from comfyq.settings import reset_settings
-    from comfyq.webhooks.settings import reset_webhook_settings
-
-    reset_settings()
-    reset_webhook_settings()
-    return Client(settings=settings)
+def fresh_redis(fresh_redis_url: str) -> Iterator[redis.Redis]:
+    """A client (``decode_responses=True``) of a database of this test's own."""
+    client = redis.Redis.from_url(fresh_redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+from tests.paths import WORKFLOWS
 
 
 def invert_graph(prefix: str = "invert", width: int = 8, height: int = 8,
@@ -35,4 +34,4 @@ def comfyq_keys(client) -> list[str]:
 
 
 def load_reference_workflow(name: str) -> dict[str, Any]:
-    return json.loads((REFERENCE / "data" / "workflows" / name).read_text())
+    return json.loads((WORKFLOWS / name).read_text())

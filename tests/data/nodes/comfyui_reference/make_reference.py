@@ -5,7 +5,7 @@ Usage: ``python tests/data/nodes/comfyui_reference/make_reference.py [http://127
 It writes the two input patterns (``pattern.png``, ``pattern_small.png``), uploads them to the
 server, runs every graph of :func:`reference_graphs` there (``POST /prompt``, ``GET /history``),
 downloads each saved image (``GET /view``) as ``<name>.png`` and records the graphs, file names
-and server versions in ``graphs.json``. ``tests/test_nodes.py`` replays the same graphs with
+and server versions in ``graphs.json``. ``tests/unit/test_nodes.py`` replays the same graphs with
 comfyq's nodes and compares the pixels.
 """
 

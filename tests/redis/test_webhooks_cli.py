@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -16,8 +15,7 @@ from comfyq.redis import keys
 from comfyq.webhooks.outbox import deliver_due, record_event
 from comfyq.webhooks.settings import WebhookSettings
 from comfyq.webhooks.signing import generate_secret, signature_headers, verify_delivery
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import REPO
 
 
 def comfyq_webhooks(redis_url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -111,7 +109,7 @@ def test_an_unreachable_redis_is_one_clear_line(redis_url) -> None:
 
 
 @pytest.fixture
-def redis_url(redis_url: str) -> str:
+def redis_url(fresh_redis_url: str) -> str:
     """A database of their own: the session's worker fleet delivers webhooks from database 0,
     and its callback worker would otherwise take these tests' deliveries too."""
-    return redis_url.rsplit("/", 1)[0] + "/11"
+    return fresh_redis_url

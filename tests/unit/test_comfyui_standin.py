@@ -13,7 +13,6 @@ import json
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +22,7 @@ import websocket
 from PIL import Image
 
 from comfyq.devtools.comfyui_standin import StandinComfyUI
-
-TRANSCRIPTS = Path(__file__).parent / "data" / "comfyui_transcripts"
+from tests.paths import TRANSCRIPTS
 
 
 def transcript_case(file: str, name: str) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from comfyq import Client, RunStatus
 from comfyq.devtools.local_fleet import LocalFleet
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
+from tests.paths import FAULT_NODES
 
-FAULT_NODES = Path(__file__).parent / "data" / "fault_nodes"
 EXECUTIONS = "comfyq-test:executions:{}"
 
 pytestmark = pytest.mark.slow
@@ -82,12 +82,9 @@ def running_fleet(gpus: list[str], env: dict[str, str], log: Path, *args: str,
 
 
 @pytest.fixture
-def database(redis_url, request) -> Iterator[str]:
-    """A Redis database of the session server for this test alone, emptied first."""
-    number = 4 + abs(hash(request.node.name)) % 10
-    url = redis_url.rsplit("/", 1)[0] + f"/{number}"
-    redis.Redis.from_url(url).flushdb()
-    yield url
+def database(fresh_redis_url) -> str:
+    """A Redis database of the session server for this test alone."""
+    return fresh_redis_url
 
 
 def executions(client: redis.Redis, run_id: str) -> list[tuple[str, int, int, float]]:

@@ -463,7 +463,6 @@ class ComfyUIFleet:
         self.standin = standin
         self.server_class = server_class
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
-        self.redis.flushdb()
         self.env = {
             "COMFYQ_REDIS_URL": redis_url, "COMFYQ_GPU_TYPES": WORKER_GPU,
             "COMFYQ_DEFAULT_GPU": WORKER_GPU, "COMFYQ_DATA_DIR": str(root / "data"),
@@ -513,16 +512,16 @@ class ComfyUIFleet:
 
 
 @pytest.fixture(scope="module")
-def comfyui_fleet(redis_url, tmp_path_factory) -> Iterator[ComfyUIFleet]:
+def comfyui_fleet(database_pool, tmp_path_factory) -> Iterator[ComfyUIFleet]:
     root = tmp_path_factory.mktemp("comfyui-fleet")
-    database = redis_url.rsplit("/", 1)[0] + "/12"
-    server = StandinProcess(root / "server", log_path=root / "standin.log").start()
-    fleet = ComfyUIFleet(database, root, ["--comfyui-url", server.url], standin=server)
-    try:
-        yield fleet.start()
-    finally:
-        fleet.stop()
-        server.kill()
+    with database_pool.lend() as database:
+        server = StandinProcess(root / "server", log_path=root / "standin.log").start()
+        fleet = ComfyUIFleet(database, root, ["--comfyui-url", server.url], standin=server)
+        try:
+            yield fleet.start()
+        finally:
+            fleet.stop()
+            server.kill()
 
 
 def local_file(url: str) -> Path:
@@ -665,7 +664,8 @@ def launches(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def test_worker_launches_its_comfyui_pinned_to_its_device_and_restarts_it(redis_url, tmp_path):
+def test_worker_launches_its_comfyui_pinned_to_its_device_and_restarts_it(fresh_redis_url,
+                                                                          tmp_path):
     from comfyq import RunStatus
     from comfyq.devtools.standin_process import free_port
 
@@ -674,7 +674,7 @@ def test_worker_launches_its_comfyui_pinned_to_its_device_and_restarts_it(redis_
     (checkout / "main.py").write_text(FAKE_MAIN)
     log = tmp_path / "launches.jsonl"
     port = free_port()
-    fleet = ComfyUIFleet(redis_url.rsplit("/", 1)[0] + "/11", tmp_path,
+    fleet = ComfyUIFleet(fresh_redis_url, tmp_path,
                          ["--comfyui-path", str(checkout)], COMFYQ_COMFYUI_BASE_PORT=str(port),
                          COMFYQ_TEST_LAUNCH_LOG=str(log))
     fleet.start()

@@ -3,9 +3,9 @@
 A real ``comfyq worker --comfyui-url $COMFYQ_TEST_COMFYUI_URL`` runs model-free graphs there:
 EmptyImage -> ImageInvert -> SaveImage must come back as the very PNG ComfyUI wrote (fetched from
 its ``/view`` too), a missing upload must fail with ComfyUI's own node_errors, a corrupt one with
-its execution_error, and a cancel must interrupt the running prompt. Set up a ComfyUI as
-``/work/shared/reference/comfyui-protocol.md`` describes (CPU is enough), then e.g.
-``COMFYQ_TEST_COMFYUI_URL=http://127.0.0.1:8188 pytest -q -s tests/test_comfyui_real.py``.
+its execution_error, and a cancel must interrupt the running prompt. Start a ComfyUI 0.3.64 with
+``python main.py --cpu --listen 127.0.0.1 --port 8188`` (CPU is enough), then e.g.
+``COMFYQ_TEST_COMFYUI_URL=http://127.0.0.1:8188 pytest -q -s tests/e2e/test_comfyui_real.py``.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ pytestmark = pytest.mark.skipif(not COMFYUI_URL, reason="COMFYQ_TEST_COMFYUI_URL
 
 
 @pytest.fixture(scope="module")
-def real_fleet(redis_url, tmp_path_factory):
+def real_fleet(database_pool, tmp_path_factory):
     root = tmp_path_factory.mktemp("comfyui-real")
-    fleet = ComfyUIFleet(redis_url.rsplit("/", 1)[0] + "/10", root,
-                         ["--comfyui-url", COMFYUI_URL], server_class="KSampler",
-                         COMFYQ_COMFYUI_INTERRUPT_GRACE_SECONDS="10")
-    try:
-        yield fleet.start()
-    finally:
-        fleet.stop()
+    with database_pool.lend() as database:
+        fleet = ComfyUIFleet(database, root, ["--comfyui-url", COMFYUI_URL],
+                             server_class="KSampler", COMFYQ_COMFYUI_INTERRUPT_GRACE_SECONDS="10")
+        try:
+            yield fleet.start()
+        finally:
+            fleet.stop()
 
 
 def test_invert_graph_gives_the_png_comfyui_wrote(real_fleet):

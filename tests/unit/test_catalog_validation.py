@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +19,10 @@ from comfyq.catalog.validation import (
     compile_catalog,
     validate_prompt,
 )
+from tests.paths import OBJECT_INFO, SD15_WORKFLOW
 
-CATALOG_PATH = Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json")
-SD15_PATH = Path("/work/shared/reference/data/workflows/sd15-txt2img.api.json")
+CATALOG_PATH = OBJECT_INFO
+SD15_PATH = SD15_WORKFLOW
 SAVE_IMAGES_CONFIG = ["IMAGE", {"tooltip": "The images to save."}]
 
 

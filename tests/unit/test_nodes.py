@@ -33,25 +33,19 @@ from comfyq.inputs import ExternalInputError, apply_inputs
 from comfyq.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, image_sources
 from comfyq.nodes.files import UnsafeFilenamePrefix
 from comfyq.run_context import RunCancelled, RunContext, running
+from tests.paths import DATA, OBJECT_INFO, REPO
 
-DATA = Path(__file__).parent / "data" / "nodes"
-REFERENCE = DATA / "comfyui_reference"
-#: ComfyUI 0.3.64's real /object_info, in the shared/ folder beside the checkout.
-CATALOG_FILE = next(
-    (path for path in (
-        Path(__file__).resolve().parents[2] / "shared" / "reference" / "data"
-        / "comfyui-0.3.64-object_info.json",
-        Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json"),
-    ) if path.is_file()),
-    Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json"),
-)
+NODE_DATA = DATA / "nodes"
+REFERENCE = NODE_DATA / "comfyui_reference"
+#: ComfyUI 0.3.64's real /object_info.
+CATALOG_FILE = OBJECT_INFO
 COMFYUI_NODES = [
     "EmptyImage", "ImageInvert", "ImageScale", "ImageScaleBy", "ImageBlur", "ImageCrop",
     "ImageFlip", "ImageRotate", "ImageBlend", "SolidMask", "MaskToImage", "ImageToMask",
     "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveBoolean", "StringConcatenate",
     "StringReplace", "SaveImage", "PreviewImage",
 ]
-COMFYDEPLOY_SPECS = json.loads((DATA / "comfydeploy-node-specs.json").read_text())["nodes"]
+COMFYDEPLOY_SPECS = json.loads((NODE_DATA / "comfydeploy-node-specs.json").read_text())["nodes"]
 TORCH_IMPORTS = importlib.util.find_spec("torch") is not None
 
 
@@ -747,7 +741,7 @@ def test_torch_probe_is_registered_only_where_torch_imports() -> None:
 
 def run_python(code: str, extra_path: Path | None = None) -> str:
     """Run ``code`` in a fresh interpreter with this checkout (and ``extra_path``) importable."""
-    paths = [str(path) for path in (extra_path, Path(__file__).resolve().parents[1]) if path]
+    paths = [str(path) for path in (extra_path, REPO) if path]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.run([sys.executable, "-c", code], env=environment, check=True,
                           capture_output=True, text=True, timeout=120).stdout

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-TRANSCRIPTS = Path(__file__).parent / "data" / "comfyui_transcripts"
+from tests.paths import TRANSCRIPTS
+
 EXPECTED_FILES = ["success", "cached", "validation_error", "execution_error", "interrupt",
                   "object_info_sample", "upload", "binary_frames"]
 TERMINAL_EVENTS = {"execution_success", "execution_error", "execution_interrupted"}

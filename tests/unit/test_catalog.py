@@ -14,9 +14,10 @@ import pytest
 
 from comfyq.catalog.object_info import build_catalog, combine_catalogs, load_catalog, node_info
 from comfyq.catalog.validation import PromptValidationError, validate_prompt
+from tests.paths import OBJECT_INFO, SD15_WORKFLOW
 
-CATALOG_PATH = Path("/work/shared/reference/data/comfyui-0.3.64-object_info.json")
-SD15_PATH = Path("/work/shared/reference/data/workflows/sd15-txt2img.api.json")
+CATALOG_PATH = OBJECT_INFO
+SD15_PATH = SD15_WORKFLOW
 
 
 @pytest.fixture(scope="module")

@@ -21,28 +21,19 @@ from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
 from tests.helpers import request
 
-DATABASE = 2
+
+@pytest.fixture
+def plain(fresh_redis):
+    """The test's own database: run records and the broker's queues (no worker consumes them)."""
+    return fresh_redis
 
 
 @pytest.fixture
-def plain(redis_url):
-    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{DATABASE}",
-                                  decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-def settings_for(plain: redis.Redis, tmp_path, **overrides) -> Settings:
-    kwargs = plain.connection_pool.connection_kwargs
-    return Settings(redis_url=f"redis://{kwargs['host']}:{kwargs['port']}/{DATABASE}",
-                    gpu_types=["A100"], default_gpu="A100", data_dir=tmp_path, **overrides)
-
-
-@pytest.fixture
-def make_client(plain, tmp_path):
+def make_client(fresh_redis_url, tmp_path):
     def build(**overrides) -> Client:
-        return Client(settings=settings_for(plain, tmp_path, **overrides),
+        settings = Settings(redis_url=fresh_redis_url, gpu_types=["A100"], default_gpu="A100",
+                            data_dir=tmp_path, **overrides)
+        return Client(settings=settings,
                       webhook_settings=WebhookSettings(webhook_allow_loopback=True))
     return build
 

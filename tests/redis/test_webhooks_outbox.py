@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,10 +31,10 @@ from comfyq.webhooks.receiver import Received, Reply, SigningReceiver, always, s
 from comfyq.webhooks.secret_store import deployment_secret
 from comfyq.webhooks.settings import WebhookSettings
 from comfyq.webhooks.signing import generate_secret
+from tests.paths import REPO
 
 SECRET = generate_secret()
 FAST_SCHEDULE = [0, 0.05, 0.1, 0.2]
-REPO = Path(__file__).resolve().parents[1]
 
 
 def fast_settings(**overrides: Any) -> WebhookSettings:
@@ -581,7 +580,7 @@ def test_without_a_configured_secret_the_deployment_secret_signs(client, receive
 
 
 @pytest.fixture
-def redis_url(redis_url: str) -> str:
+def redis_url(fresh_redis_url: str) -> str:
     """A database of their own: the session's worker fleet delivers webhooks from database 0,
     and its callback worker would otherwise take these tests' deliveries too."""
-    return redis_url.rsplit("/", 1)[0] + "/11"
+    return fresh_redis_url

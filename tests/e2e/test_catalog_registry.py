@@ -38,20 +38,10 @@ from comfyq.workers.presence import start_worker_publisher, worker_description
 BUILT_INS = build_catalog(NODE_CLASS_MAPPINGS)
 
 
-def other_db(redis_url: str, db: int) -> str:
-    """The same server as ``redis_url``, another database: these tests' keys stay apart."""
-    return f"{redis_url.rsplit('/', 1)[0]}/{db}"
-
-
 @pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(other_db(redis_url, 3), decode_responses=True)
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
+def store(fresh_redis: redis.Redis) -> redis.Redis:
+    """A database of the test's own: these tests' keys stay apart from the session fleet's."""
+    return fresh_redis
 
 
 def online(client: redis.Redis, name: str, gpu_type: str) -> None:
@@ -153,8 +143,8 @@ class CountingRedis(redis.Redis):
         return super().execute_command(*args, **options)
 
 
-def test_a_producer_asks_redis_at_most_once_per_check_period(store, redis_url) -> None:
-    client = CountingRedis.from_url(other_db(redis_url, 3), decode_responses=True)
+def test_a_producer_asks_redis_at_most_once_per_check_period(store, fresh_redis_url) -> None:
+    client = CountingRedis.from_url(fresh_redis_url, decode_responses=True)
     reader = CatalogReader(check_seconds=60.0)
     assert reader.compiled(client, "A100") is None
     online(store, "gpu0@a", "A100")
@@ -178,12 +168,12 @@ def test_a_producer_asks_redis_at_most_once_per_check_period(store, redis_url) -
 # ------------------------------------------------------------------ comfyq nodes
 
 
-def test_comfyq_nodes_prints_classes_inputs_and_failed_packs(store, redis_url, use_redis,
+def test_comfyq_nodes_prints_classes_inputs_and_failed_packs(store, fresh_redis_url, use_redis,
                                                              capsys) -> None:
     online(store, "gpu0@a", "A100")
     publish_worker_catalog(store, "A100", "gpu0@a", BUILT_INS,
                            {"/packs/broken.py": "ModuleNotFoundError: No module named 'x'"})
-    use_redis(other_db(redis_url, 3))
+    use_redis(fresh_redis_url)
     assert cli_main(["nodes", "--gpu", "A100"]) == 0
     text = capsys.readouterr().out
     assert f"GPU A100: {len(BUILT_INS)} node classes, offered by 1 worker(s): gpu0@a" in text
@@ -251,13 +241,16 @@ def swap_graph(prefix: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pack_fleets(redis_url, tmp_path_factory) -> Iterator[dict[str, Any]]:
+def pack_fleets(database_pool, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """Workers with packs (A100 and T4) and one without (A100), on their own Redis database."""
+    with database_pool.lend() as url:
+        yield from _pack_fleets(url, tmp_path_factory)
+
+
+def _pack_fleets(url: str, tmp_path_factory) -> Iterator[dict[str, Any]]:
     from comfyq.devtools.local_fleet import LocalFleet
 
-    url = other_db(redis_url, 1)
     client = redis.Redis.from_url(url, decode_responses=True)
-    client.flushdb()
     packs = tmp_path_factory.mktemp("custom_nodes")
     (packs / "good_pack").mkdir()
     (packs / "good_pack" / "__init__.py").write_text(textwrap.dedent(GOOD_PACK))
@@ -281,7 +274,6 @@ def pack_fleets(redis_url, tmp_path_factory) -> Iterator[dict[str, Any]]:
                 print(log.read_text()[-4000:])
             raise
         yield {"url": url, "client": client, "plain": plain, "data_dir": data_dir}
-    client.flushdb()
     client.close()
 
 

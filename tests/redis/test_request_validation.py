@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import redis
 
 from comfyq import Client, InvalidRunRequest, UnknownGpuType, WorkflowRunRequest
 from comfyq.settings import Settings
@@ -12,18 +11,14 @@ from tests.helpers import comfyq_keys, invert_graph, request
 
 
 @pytest.fixture
-def redis_client(redis_url):
+def redis_client(fresh_redis):
     """A database of its own: no worker consumes these queues, so tests can look into them."""
-    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3", decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
+    return fresh_redis
 
 
 @pytest.fixture
-def client(redis_client, tmp_path):
-    url = redis_client.connection_pool.connection_kwargs
-    settings = Settings(redis_url=f"redis://{url['host']}:{url['port']}/3", gpu_types=["A100", "T4"], default_gpu="T4",
+def client(fresh_redis_url, tmp_path):
+    settings = Settings(redis_url=fresh_redis_url, gpu_types=["A100", "T4"], default_gpu="T4",
                         machines={"studio-1": "A100"}, data_dir=tmp_path)
     return Client(settings=settings, webhook_settings=WebhookSettings(
         webhook_allow_loopback=False, webhook_allow_private=False))

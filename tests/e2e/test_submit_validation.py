@@ -113,14 +113,13 @@ def test_a_valid_graph_is_accepted_and_runs(published, client):
 
 
 @pytest.fixture
-def empty_deployment(redis_url, tmp_path) -> Iterator[Any]:
+def empty_deployment(fresh_redis_url, tmp_path) -> Iterator[Any]:
     """Clients of a Redis database where no worker ever published a catalog."""
     from comfyq import Client
     from comfyq.settings import Settings
 
-    url = f"{redis_url.rsplit('/', 1)[0]}/2"
+    url = fresh_redis_url
     store = redis.Redis.from_url(url, decode_responses=True)
-    store.flushdb()
 
     def make_client(unknown_catalog: str) -> Client:
         return Client(settings=Settings(redis_url=url, gpu_types=["A100", "T4"],
@@ -128,7 +127,6 @@ def empty_deployment(redis_url, tmp_path) -> Iterator[Any]:
                                         unknown_catalog=unknown_catalog))
 
     yield make_client, store
-    store.flushdb()
     store.close()
 
 
