@@ -1,29 +1,57 @@
-"""Plain Celery, configured like comfyq's app where it matters, as the benchmarks' baseline."""
+"""Plain Celery as the benchmarks' baseline, configured exactly like comfyq's app.
+
+Both apps take comfyq's own Celery configuration (``comfyq.broker.celery_config``): no result
+backend and results ignored, JSON, the same broker transport options, task events on and no
+task-sent events. So a comparison measures what comfyq does around Celery, not a difference in
+how Celery was set up.
+
+* :data:`app` publishes only, as comfyq's producers do: the submit baseline.
+* :data:`results_app` adds a Redis result backend, where plain Celery keeps what comfyq keeps
+  in its run record: the round-trip baselines wait on it, and its worker runs the tasks below
+  (``celery -A bench.bare_celery_app:results_app worker -Q bench.bare``).
+
+The broker is ``BENCH_REDIS_URL``, set by ``bench.local_deployment.start_deployment`` to the
+benchmark's own Valkey; there is no default, so a baseline never reaches a user's Redis.
+"""
 
 from __future__ import annotations
 
 import os
 
 from celery import Celery
+from kombu import Queue
 
-_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-app = Celery("bench", broker=_url, backend=_url)
-app.conf.update(
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_serializer="json",
-    accept_content=["json"],
-    worker_hijack_root_logger=False,
-)
+from bench.local_deployment import BARE_QUEUE
+from comfyq.broker.celery_config import celery_config
+from comfyq.settings import Settings
 
 
-@app.task(name="bench.echo")
+def plain_celery_app(*, results: bool) -> Celery:
+    """Celery with comfyq's configuration on the benchmark's Valkey; ``results``: keep task
+    results in it too."""
+    url = os.environ.get("BENCH_REDIS_URL")
+    if not url:
+        raise RuntimeError("BENCH_REDIS_URL is unset: start the benchmark's own Valkey with "
+                           "bench.local_deployment.start_deployment first")
+    config = celery_config(Settings(redis_url=url, broker_url=None))
+    config["task_queues"] = [*config["task_queues"], Queue(BARE_QUEUE)]
+    app = Celery("bench", set_as_current=False)
+    app.conf.update(config)
+    if results:
+        app.conf.update(result_backend=url, task_ignore_result=False)
+    return app
+
+
+app = plain_celery_app(results=False)
+results_app = plain_celery_app(results=True)
+
+
+@results_app.task(name="bench.echo")
 def echo(value):
     return value
 
 
-@app.task(name="bench.execute_graph")
+@results_app.task(name="bench.execute_graph")
 def execute_graph(graph):
     """The work of a comfyq run, without comfyq around it: no record, no lease, no heartbeat."""
     import tempfile

