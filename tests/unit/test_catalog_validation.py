@@ -1,7 +1,9 @@
 """Submit-time validation of API graphs against ComfyUI 0.3.64's real node catalog.
 
-Graphs are built from real built-in classes of that catalog; each error type is checked for the
-body a ComfyUI client reads (field by field) and the summary a person reads.
+First the prompts a real ComfyUI 0.3.64 refused (``tests/data/comfyui_transcripts``): comfyq's
+answer must equal the recorded one field by field. Then graphs built from real built-in classes
+of that catalog, each error type checked for the body a ComfyUI client reads and the summary a
+person reads.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from comfyq.catalog.object_info import load_catalog
 from comfyq.catalog.validation import (
     CompiledCatalog,
     PromptValidationError,
+    check_prompt,
     compile_catalog,
     validate_prompt,
 )
-from tests.paths import OBJECT_INFO, SD15_WORKFLOW
+from tests.paths import OBJECT_INFO, SD15_WORKFLOW, TRANSCRIPTS
 
 CATALOG_PATH = OBJECT_INFO
 SD15_PATH = SD15_WORKFLOW
@@ -60,6 +63,57 @@ def only_error(refused: PromptValidationError, node_id: str) -> dict:
     assert list(refused.node_errors) == [node_id]
     [error] = refused.node_errors[node_id]["errors"]
     return error
+
+
+# --- what a real ComfyUI answered -------------------------------------------------------------
+
+RECORDED_POSTS = [
+    call for call in json.loads((TRANSCRIPTS / "validation_error.json").read_text())["cases"][0]
+    ["http"] if call["path"] == "/prompt" and "prompt" in call["request_json"]]
+RECORDED_REFUSALS = [call for call in RECORDED_POSTS if call["status"] == 400]
+[RECORDED_PARTIAL] = [call for call in RECORDED_POSTS if call["status"] == 200]
+
+
+def recorded_name(call: dict) -> str:
+    return call["request_json"]["prompt_id"].split("-")[0]
+
+
+def stack_texts_set_aside(body: Any) -> Any:
+    """``body`` with each ``traceback`` (lines of the answering server's own source files,
+    which no other program can share) checked for its shape and replaced by a marker."""
+    if isinstance(body, dict):
+        if "traceback" in body:
+            lines = body["traceback"]
+            assert isinstance(lines, list) and lines, lines
+            assert all(isinstance(line, str) and line.startswith("  File ") for line in lines)
+            body = {**body, "traceback": "<a Python traceback>"}
+        return {key: stack_texts_set_aside(value) for key, value in body.items()}
+    if isinstance(body, list):
+        return [stack_texts_set_aside(item) for item in body]
+    return body
+
+
+@pytest.mark.parametrize("recorded", RECORDED_REFUSALS, ids=recorded_name)
+def test_refuses_as_the_real_comfyui_did(catalog: dict, recorded: dict) -> None:
+    refused = refusal(recorded["request_json"]["prompt"], catalog)
+    assert stack_texts_set_aside(refused.body) == stack_texts_set_aside(recorded["body"])
+
+
+def test_a_partly_valid_graph_gets_comfyuis_node_errors_and_runs_only_its_good_output(
+        catalog: dict) -> None:
+    prompt = RECORDED_PARTIAL["request_json"]["prompt"]
+    verdict = check_prompt(prompt, catalog)
+    assert verdict.node_errors == RECORDED_PARTIAL["body"]["node_errors"]
+    history = json.loads((TRANSCRIPTS / "validation_error.json").read_text())["cases"][0]["http"]
+    [entry] = next(call["body"] for call in history
+                   if call["path"] == f"/history/{RECORDED_PARTIAL['body']['prompt_id']}"
+                   ).values()
+    assert verdict.good_outputs == entry["prompt"][4] == ["3"]
+    # comfyq's submit check refuses what ComfyUI would silently run only in part.
+    assert refusal(prompt, catalog).body == verdict.body
+    assert verdict.error == {"type": "prompt_outputs_failed_validation",
+                             "message": "Prompt outputs failed validation", "details": "",
+                             "extra_info": {}}
 
 
 # --- valid graphs ------------------------------------------------------------------------------
@@ -118,10 +172,9 @@ def test_sd15_workflow_is_valid_when_the_checkpoint_is_installed(catalog: dict) 
 def test_sd15_workflow_names_the_missing_checkpoint(catalog: dict) -> None:
     refused = refusal(json.loads(SD15_PATH.read_text()), catalog)
     assert refused.body == {
+        # As in ComfyUI, ``details`` lists the output nodes' own problems only: none here.
         "error": {"type": "prompt_outputs_failed_validation",
-                  "message": "Prompt outputs failed validation",
-                  "details": "Value not in list: ckpt_name: 'v1-5-pruned-emaonly.safetensors' "
-                             "not in []",
+                  "message": "Prompt outputs failed validation", "details": "",
                   "extra_info": {}},
         "node_errors": {"4": {
             "errors": [{"type": "value_not_in_list", "message": "Value not in list",
@@ -196,8 +249,6 @@ def test_bad_linked_input(catalog: dict) -> None:
         "details": "images",
         "extra_info": {"input_name": "images", "input_config": SAVE_IMAGES_CONFIG,
                        "received_value": ["1", 0, 1]}}
-    assert only_error(refusal({"1": empty_image(), "2": save([1, 0])}, catalog),
-                      "2")["type"] == "bad_linked_input"
 
 
 def test_return_type_mismatch(catalog: dict) -> None:
@@ -283,28 +334,54 @@ def test_value_not_in_list_for_new_style_combo_options(catalog: dict) -> None:
         "COMBO", {"multiselect": False, "options": options}]
 
 
-# --- beyond ComfyUI -----------------------------------------------------------------------------
+# --- links ComfyUI cannot look up ------------------------------------------------------------
 
-def test_link_to_missing_node(catalog: dict) -> None:
-    refused = refusal({"1": empty_image(), "2": save(["7", 0])}, catalog)
-    assert only_error(refused, "2") == {
-        "type": "link_to_missing_node", "message": "Linked node does not exist",
-        "details": "images: node '7' is not in the prompt",
+@pytest.mark.parametrize("link,exception_type,message", [
+    (["7", 0], "KeyError", "'7'"),
+    ([1, 0], "KeyError", "1"),
+    (["1", 1], "IndexError", "tuple index out of range"),
+    (["1", "0"], "TypeError", "tuple indices must be integers or slices, not str"),
+])
+def test_an_output_whose_link_cannot_be_looked_up(catalog: dict, link: list,
+                                                  exception_type: str, message: str) -> None:
+    # ComfyUI's lookup raises while it checks the output itself: the exception is the error.
+    refused = refusal({"1": empty_image(), "2": save(link)}, catalog)
+    error = only_error(refused, "2")
+    assert stack_texts_set_aside(error) == {
+        "type": "exception_during_validation", "message": "Exception when validating node",
+        "details": message,
+        "extra_info": {"exception_type": exception_type, "traceback": "<a Python traceback>"}}
+    assert refused.body["error"]["details"] == f"Exception when validating node: {message}"
+    assert str(refused) == ("Prompt outputs failed validation (1 problem): node 2 (SaveImage): "
+                            f"Exception when validating node [{exception_type}: {message}].")
+
+
+def test_an_inner_node_whose_link_cannot_be_looked_up(catalog: dict) -> None:
+    # The lookup raises inside the check of node 2, reached from output 3's input "images":
+    # ComfyUI keys the error on node 2 but names the input that led there, and drops node 2's
+    # other problems (its check ended at the exception).
+    blur = {"class_type": "ImageBlur", "inputs": {"image": ["1", 3], "blur_radius": 0,
+                                                  "sigma": 1.0}}
+    refused = refusal({"1": empty_image(), "2": blur, "3": save(["2", 0])}, catalog)
+    error = only_error(refused, "2")
+    assert stack_texts_set_aside(error) == {
+        "type": "exception_during_inner_validation",
+        "message": "Exception when validating inner node", "details": "tuple index out of range",
         "extra_info": {"input_name": "images", "input_config": SAVE_IMAGES_CONFIG,
-                       "received_value": ["7", 0], "linked_node": ["7", 0]}}
-    assert "node 2 (SaveImage) input 'images': Linked node does not exist [node '7' is not " \
-           "in the prompt]" in str(refused)
+                       "exception_message": "tuple index out of range",
+                       "exception_type": "IndexError", "traceback": "<a Python traceback>",
+                       "linked_node": ["2", 0]}}
+    assert refused.node_errors["2"]["dependent_outputs"] == ["3"]
+    assert refused.body["error"]["details"] == ""
+    assert "node 2 (ImageBlur): Exception when validating inner node [IndexError: tuple index " \
+           "out of range]" in str(refused)
 
 
-@pytest.mark.parametrize("index", [1, -1])
-def test_link_output_out_of_range(catalog: dict, index: int) -> None:
-    error = only_error(refusal({"1": empty_image(), "2": save(["1", index])}, catalog), "2")
-    assert error["type"] == "link_output_out_of_range"
-    assert error["message"] == "Linked output index is out of range"
-    assert error["details"] == (f"images: node '1' (EmptyImage) has 1 output, "
-                                f"output {index} requested")
-    assert error["extra_info"]["linked_node"] == ["1", index]
+def test_a_negative_output_index_reads_from_the_end_as_in_comfyui(catalog: dict) -> None:
+    validate_prompt({"1": empty_image(), "2": save(["1", -1])}, catalog)
 
+
+# --- beyond ComfyUI -----------------------------------------------------------------------------
 
 def test_dependency_cycle_is_named(catalog: dict) -> None:
     refused = refusal({"1": empty_image(), "2": scale(["3", 0]), "3": scale(["2", 0]),
@@ -351,7 +428,8 @@ def test_every_problem_is_listed_in_body_and_summary(catalog: dict) -> None:
                      ("1", "color", "invalid_input_type"),
                      ("2", "crop", "value_not_in_list"),
                      ("3", "filename_prefix", "required_input_missing")}
-    assert refused.body["error"]["details"].count("\n") == 3
+    # The top-level details hold the output's own problems only, as in ComfyUI.
+    assert refused.body["error"]["details"] == "Required input is missing: filename_prefix"
     summary = str(refused)
     assert "\n" not in summary
     assert summary.startswith("Prompt outputs failed validation (4 problems): ")
