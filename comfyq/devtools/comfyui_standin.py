@@ -1,15 +1,15 @@
 """A stand-in ComfyUI server: ComfyUI 0.3.64's HTTP and websocket protocol on loopback.
 
-A real aiohttp server, not a patched client. It validates prompts with
-:func:`comfyq.catalog.validation.validate_prompt` against the catalog of comfyq's built-in nodes
-plus its own (``LoadImage`` and the fault injectors of :mod:`comfyq.devtools.standin_nodes`), and
-executes them one at a time with comfyq's in-process executor (:mod:`.standin_queue`). The answer
-shapes and event orders follow the transcripts recorded from a real ComfyUI
-(``tests/data/comfyui_transcripts``): ``POST /prompt`` 200 and 400 bodies (a prompt with some
-valid outputs is accepted with the bad ones in ``node_errors`` and only the good ones run),
-``/history``, ``/view``, ``/object_info``, ``/queue`` (GET, POST delete/clear), ``/interrupt``
-(a ``prompt_id`` that is not running is ignored), ``/upload/image``, ``/system_stats``, and
-``/ws?clientId=``. Every route also answers under ``/api``.
+A real aiohttp server, not a patched client. It answers ``POST /prompt`` by ComfyUI's rules
+(:mod:`.standin_prompts`: a prompt with some valid outputs is accepted with the bad ones in
+``node_errors`` and only the good ones run) against the catalog of comfyq's built-in nodes plus
+its own (``LoadImage`` and the fault injectors of :mod:`comfyq.devtools.standin_nodes`), and
+executes prompts one at a time with comfyq's in-process executor (:mod:`.standin_queue`). The
+answer shapes and event orders follow the transcripts recorded from a real ComfyUI
+(``tests/data/comfyui_transcripts``): ``POST /prompt`` 200 and 400 bodies, ``/history``,
+``/view``, ``/object_info``, ``/queue`` (GET, POST delete/clear), ``/interrupt`` (a
+``prompt_id`` that is not running is ignored), ``/upload/image``, ``/system_stats``, and
+``/ws?clientId=`` (:mod:`.standin_websockets`). Every route also answers under ``/api``.
 
 Fault knobs, besides the fault nodes: ``--response-delay`` (every HTTP answer waits that long)
 and ``POST /standin/faults {"response_delay_seconds"}``, ``POST /standin/drop_websockets
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import ipaddress
 import json
 import logging
@@ -35,19 +34,17 @@ import signal
 import sys
 import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
 from aiohttp import web
 
-from comfyq import graph as graph_structure
 from comfyq.catalog.object_info import build_catalog
-from comfyq.catalog.validation import PromptValidationError, validate_prompt
 from comfyq.devtools.standin_nodes import StandinServices, standin_node_classes
-from comfyq.devtools.standin_queue import EVERYONE, PromptQueue, QueuedPrompt
+from comfyq.devtools.standin_prompts import answer_prompt
+from comfyq.devtools.standin_queue import PromptQueue
+from comfyq.devtools.standin_websockets import HTTP_THREAD_NAME, WebsocketHub
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +61,6 @@ def _json(body: Any, status: int = 200) -> web.Response:
 def _empty(status: int = 200) -> web.Response:
     """ComfyUI's bodiless answers: no content, no content type."""
     return web.Response(status=status)
-
-
-def _prompt_error(error_type: str, message: str, details: str) -> dict[str, Any]:
-    return {"error": {"type": error_type, "message": message, "details": details,
-                      "extra_info": {}}, "node_errors": {}}
 
 
 def _inside(root: Path, *parts: str) -> Path | None:
@@ -99,15 +91,12 @@ class StandinComfyUI:
         self.host, self.port = host, port
         self.response_delay = response_delay
         self.shutdown = threading.Event()
-        services = StandinServices(self.dirs["input"], self.shutdown, self.drop_websockets)
+        self.websockets = WebsocketHub(lambda: self.queue.remaining())
+        services = StandinServices(self.dirs["input"], self.shutdown, self.websockets.drop)
         self.node_classes = self._node_classes(services, set(hidden_classes))
         self.catalog = build_catalog(self.node_classes, self._display_names())
-        self.queue = PromptQueue(self.emit, self.node_classes,
+        self.queue = PromptQueue(self.websockets.emit, self.node_classes,
                                  (self.dirs["output"], self.dirs["temp"]))
-        self.sockets: dict[str, web.WebSocketResponse] = {}
-        self.refuse_websockets_until = 0.0
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: asyncio.Queue[tuple[str, str]] | None = None
         self._runner: web.AppRunner | None = None
         self._threads: list[threading.Thread] = []
 
@@ -147,7 +136,7 @@ class StandinComfyUI:
             loop.run_until_complete(self._serve_until_shutdown())
             loop.close()
 
-        self._spawn(serve, "standin-http")
+        self._spawn(serve, HTTP_THREAD_NAME)
         started.wait()
         if failure:
             raise failure[0]
@@ -182,8 +171,7 @@ class StandinComfyUI:
         self.stop()
 
     async def _open(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._outbox = asyncio.Queue()
+        self.websockets.open()
         app = web.Application(middlewares=[self._delay_middleware], client_max_size=64 * 2**20)
         self._add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
@@ -193,69 +181,12 @@ class StandinComfyUI:
         self.port = self._runner.addresses[0][1]
 
     async def _serve_until_shutdown(self) -> None:
-        sender = asyncio.create_task(self._send_frames())
+        sender = asyncio.create_task(self.websockets.send_frames())
         while not self.shutdown.is_set():
             await asyncio.sleep(0.05)
         sender.cancel()
-        for socket in list(self.sockets.values()):
-            await socket.close()
+        await self.websockets.close_all()
         await self._runner.cleanup()
-
-    # -- websocket frames --------------------------------------------------------------------
-
-    def emit(self, event: str, data: dict[str, Any], target: str | None) -> None:
-        """Queue a frame for ``target`` (a client id, EVERYONE, or None: nobody); thread-safe."""
-        if target is None or self.loop is None or self._outbox is None:
-            return
-        text = json.dumps({"type": event, "data": data})
-        try:
-            self.loop.call_soon_threadsafe(self._outbox.put_nowait, (target, text))
-        except RuntimeError:  # the loop is closed: the server is stopping
-            pass
-
-    async def _send_frames(self) -> None:
-        """Deliver queued frames one at a time, so every client sees them in emit order."""
-        assert self._outbox is not None
-        while True:
-            target, text = await self._outbox.get()
-            sockets = list(self.sockets.values()) if target == EVERYONE else [
-                socket for socket in (self.sockets.get(target),) if socket is not None]
-            for socket in sockets:
-                try:
-                    await socket.send_str(text)
-                except (ConnectionError, RuntimeError):
-                    pass  # a closing socket; its handler removes it
-
-    def drop_websockets(self, refuse_seconds: float = 0.0) -> None:
-        """Close every websocket now and refuse new ones for ``refuse_seconds``; thread-safe."""
-        self.refuse_websockets_until = time.monotonic() + refuse_seconds
-        if self.loop is None:
-            return
-        closing = asyncio.run_coroutine_threadsafe(self._close_sockets(), self.loop)
-        if threading.current_thread().name != "standin-http":
-            closing.result(timeout=10)
-
-    async def _close_sockets(self) -> None:
-        sockets, self.sockets = list(self.sockets.values()), {}
-        for socket in sockets:
-            await socket.close()
-
-    async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        if time.monotonic() < self.refuse_websockets_until:
-            return _empty(503)
-        socket = web.WebSocketResponse()
-        await socket.prepare(request)
-        sid = request.query.get("clientId") or uuid.uuid4().hex
-        self.sockets[sid] = socket
-        await socket.send_str(json.dumps({"type": "status", "data": {
-            "status": {"exec_info": {"queue_remaining": self.queue.remaining()}}, "sid": sid}}))
-        try:
-            async for _ in socket:
-                pass  # ComfyUI reads and ignores what clients send
-        finally:
-            if self.sockets.get(sid) is socket:
-                del self.sockets[sid]
-        return socket
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -268,7 +199,7 @@ class StandinComfyUI:
 
     def _add_routes(self, app: web.Application) -> None:
         routes = [
-            ("GET", "/ws", self._websocket),
+            ("GET", "/ws", self.websockets.handle),
             ("POST", "/prompt", self._post_prompt),
             ("GET", "/prompt", self._get_prompt),
             ("GET", "/queue", self._get_queue),
@@ -296,58 +227,9 @@ class StandinComfyUI:
             return None
 
     async def _post_prompt(self, request: web.Request) -> web.Response:
-        body = await self._json_body(request)
-        if not isinstance(body, dict):
-            return _json(_prompt_error("invalid_prompt", "Invalid JSON body", ""), 400)
-        number = self.queue.next_number()
-        if "number" in body:
-            number = body["number"]
-        elif body.get("front"):
-            number = -number
-        if "prompt" not in body:
-            return _json(_prompt_error("no_prompt", "No prompt provided", "No prompt provided"),
-                         400)
-        prompt = body["prompt"]
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
-        extra_data = dict(body.get("extra_data") or {})
-        if "client_id" in body:
-            extra_data["client_id"] = body["client_id"]
-        outputs, node_errors = self._outputs_to_run(prompt)
-        if not outputs:
-            return _json(node_errors, 400)
-        self.queue.put(QueuedPrompt(number, prompt_id, prompt, extra_data, outputs))
-        return _json({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
-
-    def _outputs_to_run(self, prompt: Any) -> tuple[list[str], dict[str, Any]]:
-        """``(outputs that can run, node_errors)``; no outputs means the 400 body instead.
-
-        comfyq's validation refuses a prompt with any bad output; ComfyUI runs the good ones
-        and lists the bad ones, so the good outputs are those no error's ``dependent_outputs``
-        names. Classes' own ``VALIDATE_INPUTS`` (LoadImage's file check) run here too, as in
-        ComfyUI.
-        """
-        error = dict(_OUTPUTS_FAILED)
-        node_errors: dict[str, Any] = {}
-        try:
-            validate_prompt(prompt, self.catalog)
-        except PromptValidationError as rejection:
-            if rejection.error_type != "prompt_outputs_failed_validation":
-                return [], rejection.body
-            error, node_errors = rejection.body["error"], dict(rejection.node_errors)
-        outputs = self._output_nodes(prompt)
-        for node_id, errors in custom_validation_errors(prompt, self.node_classes, outputs,
-                                                        skip=set(node_errors)).items():
-            node_errors[node_id] = errors
-        failed = {output for errors in node_errors.values()
-                  for output in errors.get("dependent_outputs", [])}
-        good = [node_id for node_id in outputs if node_id not in failed]
-        if not good:
-            return [], {"error": error, "node_errors": node_errors}
-        return good, node_errors
-
-    def _output_nodes(self, prompt: dict[str, Any]) -> list[str]:
-        return [node_id for node_id, node in prompt.items()
-                if self.catalog[node["class_type"]].get("output_node")]
+        answer = answer_prompt(await self._json_body(request), self.catalog, self.node_classes,
+                               self.queue)
+        return _json(answer.body, answer.status)
 
     async def _get_prompt(self, request: web.Request) -> web.Response:
         return _json({"exec_info": {"queue_remaining": self.queue.remaining()}})
@@ -380,11 +262,7 @@ class StandinComfyUI:
 
     async def _post_history(self, request: web.Request) -> web.Response:
         body = await self._json_body(request) or {}
-        with self.queue._changed:
-            if body.get("clear"):
-                self.queue.history.clear()
-            for prompt_id in body.get("delete", []):
-                self.queue.history.pop(prompt_id, None)
+        self.queue.forget(body.get("delete", []), everything=bool(body.get("clear")))
         return _empty()
 
     async def _view(self, request: web.Request) -> web.StreamResponse:
@@ -435,43 +313,8 @@ class StandinComfyUI:
 
     async def _post_drop_websockets(self, request: web.Request) -> web.Response:
         body = await self._json_body(request) or {}
-        self.refuse_websockets_until = time.monotonic() + float(body.get("refuse_seconds", 0))
-        await self._close_sockets()
+        await self.websockets.drop_now(float(body.get("refuse_seconds", 0)))
         return _empty()
-
-
-_OUTPUTS_FAILED = {"type": "prompt_outputs_failed_validation",
-                   "message": "Prompt outputs failed validation", "details": "", "extra_info": {}}
-
-
-def custom_validation_errors(prompt: dict[str, Any], node_classes: dict[str, type],
-                             outputs: list[str], skip: set[str]) -> dict[str, dict[str, Any]]:
-    """``node_errors`` entries from the ``VALIDATE_INPUTS`` of the classes that define one.
-
-    Like ComfyUI, only literal inputs named in the method's signature are passed, and a result
-    other than True is a ``custom_validation_failed`` error on each of those inputs.
-    """
-    found: dict[str, dict[str, Any]] = {}
-    for node_id in graph_structure.ancestors_and_self(prompt, outputs):
-        node_class = node_classes.get(prompt[node_id]["class_type"])
-        validate = getattr(node_class, "VALIDATE_INPUTS", None)
-        if node_id in skip or validate is None:
-            continue
-        names = inspect.signature(validate).parameters
-        literals = {name: value for name, value in prompt[node_id].get("inputs", {}).items()
-                    if name in names and graph_structure.as_link(value) is None}
-        result = validate(**literals)
-        if result is True:
-            continue
-        found[node_id] = {
-            "errors": [{"type": "custom_validation_failed",
-                        "message": "Custom validation failed for node",
-                        "details": name if result is False else f"{name} - {result}",
-                        "extra_info": {"input_name": name}} for name in literals],
-            "dependent_outputs": [output for output in outputs if node_id in
-                                  graph_structure.ancestors_and_self(prompt, [output])],
-            "class_type": prompt[node_id]["class_type"]}
-    return found
 
 
 def _upload_name(folder: Path, filename: str, data: bytes, overwrite: bool) -> str | None:

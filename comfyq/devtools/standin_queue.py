@@ -315,6 +315,14 @@ class PromptQueue:
             items = items[-max_items:] if max_items > 0 else []
         return dict(items)
 
+    def forget(self, prompt_ids: list[str], everything: bool = False) -> None:
+        """Delete history entries (``POST /history``): those named, or all of them."""
+        with self._changed:
+            if everything:
+                self.history.clear()
+            for prompt_id in prompt_ids:
+                self.history.pop(prompt_id, None)
+
     def stop(self) -> None:
         with self._changed:
             self._stopping = True

@@ -22,7 +22,14 @@ from comfyq.catalog.validation import (
     compile_catalog,
     validate_prompt,
 )
-from tests.paths import OBJECT_INFO, SD15_WORKFLOW, TRANSCRIPTS
+from tests.paths import OBJECT_INFO, SD15_WORKFLOW
+from tests.unit.comfyui_recordings import (
+    VALIDATION_POSTS,
+    recorded_case,
+    recorded_history,
+    stack_texts_set_aside,
+    validation_post_name,
+)
 
 CATALOG_PATH = OBJECT_INFO
 SD15_PATH = SD15_WORKFLOW
@@ -67,33 +74,12 @@ def only_error(refused: PromptValidationError, node_id: str) -> dict:
 
 # --- what a real ComfyUI answered -------------------------------------------------------------
 
-RECORDED_POSTS = [
-    call for call in json.loads((TRANSCRIPTS / "validation_error.json").read_text())["cases"][0]
-    ["http"] if call["path"] == "/prompt" and "prompt" in call["request_json"]]
-RECORDED_REFUSALS = [call for call in RECORDED_POSTS if call["status"] == 400]
-[RECORDED_PARTIAL] = [call for call in RECORDED_POSTS if call["status"] == 200]
+RECORDED_REFUSALS = [call for call in VALIDATION_POSTS
+                     if call["status"] == 400 and "prompt" in call["request_json"]]
+[RECORDED_PARTIAL] = [call for call in VALIDATION_POSTS if call["status"] == 200]
 
 
-def recorded_name(call: dict) -> str:
-    return call["request_json"]["prompt_id"].split("-")[0]
-
-
-def stack_texts_set_aside(body: Any) -> Any:
-    """``body`` with each ``traceback`` (lines of the answering server's own source files,
-    which no other program can share) checked for its shape and replaced by a marker."""
-    if isinstance(body, dict):
-        if "traceback" in body:
-            lines = body["traceback"]
-            assert isinstance(lines, list) and lines, lines
-            assert all(isinstance(line, str) and line.startswith("  File ") for line in lines)
-            body = {**body, "traceback": "<a Python traceback>"}
-        return {key: stack_texts_set_aside(value) for key, value in body.items()}
-    if isinstance(body, list):
-        return [stack_texts_set_aside(item) for item in body]
-    return body
-
-
-@pytest.mark.parametrize("recorded", RECORDED_REFUSALS, ids=recorded_name)
+@pytest.mark.parametrize("recorded", RECORDED_REFUSALS, ids=validation_post_name)
 def test_refuses_as_the_real_comfyui_did(catalog: dict, recorded: dict) -> None:
     refused = refusal(recorded["request_json"]["prompt"], catalog)
     assert stack_texts_set_aside(refused.body) == stack_texts_set_aside(recorded["body"])
@@ -104,10 +90,8 @@ def test_a_partly_valid_graph_gets_comfyuis_node_errors_and_runs_only_its_good_o
     prompt = RECORDED_PARTIAL["request_json"]["prompt"]
     verdict = check_prompt(prompt, catalog)
     assert verdict.node_errors == RECORDED_PARTIAL["body"]["node_errors"]
-    history = json.loads((TRANSCRIPTS / "validation_error.json").read_text())["cases"][0]["http"]
-    [entry] = next(call["body"] for call in history
-                   if call["path"] == f"/history/{RECORDED_PARTIAL['body']['prompt_id']}"
-                   ).values()
+    entry = recorded_history(recorded_case("validation_error", "validation_error"),
+                             RECORDED_PARTIAL["body"]["prompt_id"])
     assert verdict.good_outputs == entry["prompt"][4] == ["3"]
     # comfyq's submit check refuses what ComfyUI would silently run only in part.
     assert refusal(prompt, catalog).body == verdict.body
