@@ -7,7 +7,6 @@ against ComfyDeploy reads comfyq's runs unchanged.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NotRequired
@@ -27,56 +26,11 @@ from typing_extensions import TypedDict
 
 from comfyq import graph as graph_structure
 from comfyq.errors import FieldProblem, InvalidRunRequest
+from comfyq.gpu_types import GPU
+from comfyq.run_status import FINAL_RANK, FINAL_STATUSES, STATUS_RANK, RunStatus
 
+__all__ = ["FINAL_RANK", "FINAL_STATUSES", "GPU", "STATUS_RANK", "RunStatus"]
 
-class GPU(str, enum.Enum):
-    """ComfyDeploy's ``WorkflowRunRequestGpu``: the GPU types a request may ask for."""
-
-    T4 = "T4"
-    L4 = "L4"
-    A10G = "A10G"
-    L40S = "L40S"
-    A100 = "A100"
-    A100_80GB = "A100-80GB"
-    H100 = "H100"
-
-
-class RunStatus(str, enum.Enum):
-    """ComfyDeploy's ``WorkflowRunStatus``, in the order a run moves through them."""
-
-    NOT_STARTED = "not-started"
-    QUEUED = "queued"
-    STARTED = "started"
-    RUNNING = "running"
-    UPLOADING = "uploading"
-    SUCCESS = "success"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATUSES
-
-    @property
-    def rank(self) -> int:
-        """Position in the lifecycle; a run only ever moves to a higher rank."""
-        return STATUS_RANK[self]
-
-
-FINAL_STATUSES = frozenset(
-    {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED}
-)
-#: All final statuses share the top rank: once final, nothing else applies.
-FINAL_RANK = 9
-STATUS_RANK = {
-    RunStatus.NOT_STARTED: 0,
-    RunStatus.QUEUED: 1,
-    RunStatus.STARTED: 2,
-    RunStatus.RUNNING: 3,
-    RunStatus.UPLOADING: 4,
-    **dict.fromkeys(FINAL_STATUSES, FINAL_RANK),
-}
 
 #: A value of the request's ``inputs``: ComfyDeploy's ``WorkflowRunRequestInputs`` union.
 InputValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[Any]

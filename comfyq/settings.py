@@ -15,8 +15,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: The GPU types of ComfyDeploy's ``WorkflowRunRequest.gpu`` enum.
-COMFYDEPLOY_GPU_TYPES = ("T4", "L4", "A10G", "L40S", "A100", "A100-80GB", "H100")
+from comfyq.gpu_types import COMFYDEPLOY_GPU_TYPES
 
 
 def _split_list(value: Any) -> Any:

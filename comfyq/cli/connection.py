@@ -22,6 +22,11 @@ def redis_location(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
+def redis_failure(error: Exception) -> str:
+    """What a command prints when Redis failed it: where (without secrets), and why."""
+    return f"Redis at {redis_location(get_settings().redis_url)} failed: {error}"
+
+
 def redis_client(url: str | None = None) -> redis.Redis:
     """A client of the run records' Redis that gives up quickly when nothing answers."""
     return connect(url or get_settings().redis_url, timeout=REDIS_TIMEOUT_SECONDS)

@@ -12,8 +12,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import redis
-
 from comfyq.errors import ComfyqError
 
 #: Exit code of a command whose run did not end in success, or that was refused.
@@ -102,7 +100,7 @@ def _parse_input(pair: str) -> tuple[str, object]:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from comfyq.cli.runs import cli_client
+    from comfyq.cli.connection import cli_client
 
     request = _read_request(args.file)
     if args.gpu:
@@ -122,7 +120,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from comfyq.cli.runs import cli_client
+    from comfyq.cli.connection import cli_client
 
     run = cli_client().get_run(args.run_id)
     if args.json:
@@ -136,7 +134,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from comfyq.cli.runs import cli_client
+    from comfyq.cli.connection import cli_client
 
     result = cli_client().cancel(args.run_id)
     print(json.dumps(result.__dict__, default=str) if args.json else result.message)
@@ -270,17 +268,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except redis.RedisError as error:
-        from comfyq.cli.connection import redis_location
-        from comfyq.settings import get_settings
+    except Exception as error:
+        return _report(error)
 
-        where = redis_location(get_settings().redis_url)
-        print(f"comfyq: error: Redis at {where} failed: {error}", file=sys.stderr)
+
+def _report(error: Exception) -> int:
+    """Print one clear line on stderr and return the exit code; anything unexpected propagates."""
+    if _is_redis_error(error):
+        from comfyq.cli.connection import redis_failure
+
+        print(f"comfyq: error: {redis_failure(error)}", file=sys.stderr)
         return EXIT_FAILURE
-    except (ComfyqError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()
-        print(f"comfyq: error: {' '.join(line.strip() for line in first_line)}", file=sys.stderr)
-        return EXIT_FAILURE if isinstance(error, ComfyqError) else EXIT_USAGE
+    if not isinstance(error, (ComfyqError, ValueError, OSError)):
+        raise error
+    first_line = str(error).strip().splitlines()
+    print(f"comfyq: error: {' '.join(line.strip() for line in first_line)}", file=sys.stderr)
+    return EXIT_FAILURE if isinstance(error, ComfyqError) else EXIT_USAGE
+
+
+def _is_redis_error(error: Exception) -> bool:
+    # redis is imported by whichever handler talked to Redis; --help never loads it.
+    redis = sys.modules.get("redis")
+    return redis is not None and isinstance(error, redis.RedisError)
 
 
 if __name__ == "__main__":

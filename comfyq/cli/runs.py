@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from comfyq.cli.connection import REDIS_TIMEOUT_SECONDS, cli_client, redis_client
 from comfyq.errors import ComfyqError
-from comfyq.models import RunStatus
-from comfyq.settings import get_settings
+from comfyq.run_status import RunStatus
+
+# Each handler imports what it needs when it runs: `comfyq --help` loads none of it.
 
 _TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
 
@@ -29,13 +29,9 @@ def _iso(seconds: float | None) -> str | None:
         return None
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
 
 def _local_time(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S") if seconds else "-"
-
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
 
 
 def human_seconds(seconds: float | None) -> str:
@@ -51,8 +47,6 @@ def human_seconds(seconds: float | None) -> str:
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
@@ -60,11 +54,10 @@ def _print_json(value: Any) -> None:
 
 # --- runs ---------------------------------------------------------------------------------------
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
-
 def _runs(args: argparse.Namespace) -> int:
+    from comfyq.cli.connection import redis_client
     from comfyq.runs.listing import list_runs
+    from comfyq.settings import get_settings
 
     settings = get_settings()
     if args.gpu is not None and args.gpu not in settings.gpu_types:
@@ -89,10 +82,8 @@ def _runs(args: argparse.Namespace) -> int:
 
 # --- outputs ------------------------------------------------------------------------------------
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
-
 def _outputs(args: argparse.Namespace) -> int:
+    from comfyq.cli.connection import cli_client
     from comfyq.runs.outputs import download_outputs, output_files
 
     run = cli_client().get_run(args.run_id)
@@ -114,9 +105,6 @@ def _outputs(args: argparse.Namespace) -> int:
 
 # --- queues -------------------------------------------------------------------------------------
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
-
 def _worker_line(worker: Any) -> str:
     pinned = worker.device
     if worker.cuda_visible_devices:
@@ -124,12 +112,12 @@ def _worker_line(worker: Any) -> str:
     doing = f"executing {worker.current_run}" if worker.current_run else "idle"
     return f"    {worker.name:28}  device {pinned:32}  {doing}"
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
 
 def _queues(args: argparse.Namespace) -> int:
     from comfyq.broker import Broker
+    from comfyq.cli.connection import REDIS_TIMEOUT_SECONDS, redis_client
     from comfyq.queue_overview import queue_states
+    from comfyq.settings import get_settings
 
     settings = get_settings()
     broker = Broker(settings, timeout=REDIS_TIMEOUT_SECONDS)
@@ -151,11 +139,9 @@ def _queues(args: argparse.Namespace) -> int:
 
 # --- metrics ------------------------------------------------------------------------------------
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
-
 def _metrics(args: argparse.Namespace) -> int:
     from comfyq.metrics import serve_metrics
+    from comfyq.settings import get_settings
 
     settings = get_settings()
     host = args.host or settings.metrics_host
@@ -172,9 +158,6 @@ def _metrics(args: argparse.Namespace) -> int:
 
 # --- registration -------------------------------------------------------------------------------
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -184,15 +167,11 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
-
 
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
     return int(text)
-
-_TIME_FIELDS = ("created_at", "queued_at", "started_at", "ended_at")
 
 
 def add_run_commands(commands: argparse._SubParsersAction) -> None:

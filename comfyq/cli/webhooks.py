@@ -15,13 +15,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import redis
+from comfyq.webhooks.delivery_states import LIST_STATES
 
-from comfyq.cli.connection import redis_client, redis_location
-from comfyq.settings import get_settings
-from comfyq.webhooks.outbox import LIST_STATES, list_deliveries, redeliver
-from comfyq.webhooks.secret_store import signing_secrets
-from comfyq.webhooks.settings import get_webhook_settings
+# Each handler imports what it needs when it runs: `comfyq --help` loads none of it.
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -34,11 +30,14 @@ def _reporting_errors(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
+        import redis
+
+        from comfyq.cli.connection import redis_failure
+
         try:
             return handler(args)
         except redis.RedisError as error:
-            where = redis_location(get_settings().redis_url)
-            print(f"comfyq webhooks: error: Redis at {where} failed: {error}", file=sys.stderr)
+            print(f"comfyq webhooks: error: {redis_failure(error)}", file=sys.stderr)
         except ValueError as error:  # settings or arguments, message names the field
             text = " ".join(str(error).split())
             print(f"comfyq webhooks: error: {text}", file=sys.stderr)
@@ -72,6 +71,9 @@ def print_deliveries(items: Sequence[dict[str, Any]]) -> None:
 
 @_reporting_errors
 def _list(args: argparse.Namespace) -> int:
+    from comfyq.cli.connection import redis_client
+    from comfyq.webhooks.outbox import list_deliveries
+
     items = list_deliveries(redis_client(), args.state, limit=args.limit)
     if args.json:
         print(json.dumps(items, indent=2))
@@ -82,6 +84,9 @@ def _list(args: argparse.Namespace) -> int:
 
 @_reporting_errors
 def _redeliver(args: argparse.Namespace) -> int:
+    from comfyq.cli.connection import redis_client
+    from comfyq.webhooks.outbox import redeliver
+
     count = redeliver(redis_client(), args.run_id)
     if count == 0:
         print(f"comfyq webhooks: error: run {args.run_id!r} has no dead-lettered deliveries",
@@ -93,6 +98,10 @@ def _redeliver(args: argparse.Namespace) -> int:
 
 @_reporting_errors
 def _secret(args: argparse.Namespace) -> int:
+    from comfyq.cli.connection import redis_client
+    from comfyq.webhooks.secret_store import signing_secrets
+    from comfyq.webhooks.settings import get_webhook_settings
+
     secrets = signing_secrets(redis_client(), get_webhook_settings())
     for secret in secrets:
         print(secret.get_secret_value())
