@@ -1,5 +1,6 @@
 """The session's worker fleet: a real ``comfyq worker --gpus A100,T4`` on the session server's
-database 0, started once for every end-to-end test that needs it."""
+database 0, started once for every end-to-end test that needs it; and the counts tests keep in
+their reports, listed at the end of every run."""
 
 from __future__ import annotations
 
@@ -59,3 +60,34 @@ def client(fleet, fleet_settings, monkeypatch):
     reset_settings()
     reset_webhook_settings()
     return Client(settings=settings)
+
+
+#: The report property that :func:`record_counts` keeps a test's counts under.
+COUNTS_PROPERTY = "counts"
+
+
+@pytest.fixture
+def record_counts(record_property):
+    """Keep what a test counted (kills landed, runs retried, ...) in its report: listed at the end
+    of every run by :func:`pytest_terminal_summary`, and in JUnit XML as a property."""
+    def record(**counts: object) -> None:
+        record_property(COUNTS_PROPERTY, " ".join(f"{name}={value}"
+                                                  for name, value in counts.items()))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """A short section with each test's recorded counts, whatever the verbosity."""
+    lines = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in getattr(report, "user_properties", ()):
+                if name == COUNTS_PROPERTY:
+                    lines.append(f"{report.nodeid.rsplit('::', 1)[-1]} ({report.outcome}): "
+                                 f"{value}")
+    if lines:
+        terminalreporter.write_sep("-", "counts")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)

@@ -1,7 +1,8 @@
 """Fault tests: workers killed, Redis restarted, visibility timeouts, cancels, SIGTERM.
 
 Each test starts its own real ``comfyq worker`` fleet against its own Redis database, injects the
-fault, prints its counts and asserts them. Runs execute ``FaultTestSlowStep`` (a custom node pack
+fault, asserts that it landed, and asserts its counts (kept in the test report and listed at the
+end of the run). Runs execute ``FaultTestSlowStep`` (a custom node pack
 in tests/data/fault_nodes) that records every execution with its pid, so overlapping executions of
 one run would be seen.
 """
@@ -25,14 +26,13 @@ from comfyq import Client, RunStatus
 from comfyq.devtools.local_fleet import LocalFleet
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
+from tests.e2e.processes import gpu_workers, pool_processes, worker_name
+from tests.ops_helpers import wait_until
 from tests.paths import FAULT_NODES
 
 EXECUTIONS = "comfyq-test:executions:{}"
 
 pytestmark = pytest.mark.slow
-
-#: Kills in the SIGKILL test: enough to hit every stage of a run, few enough to end in time.
-MAX_KILLS = 10
 
 
 def slow_request(seconds: float, tag: str = "", **fields) -> dict:
@@ -126,20 +126,96 @@ def overlapping_executions(entries, kill_times: dict[int, float]) -> int:
     return len(overlaps)
 
 
-def pool_children(parent_pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent_pid:
-                children.append(int(entry.name))
-    return children
+#: Kinds of kill in the SIGKILL test, taken in turn: a pool process alone (Celery's
+#: reject-on-worker-lost path) and a whole worker with its pool (as in a host loss).
+KILL_KINDS = ("pool process", "worker")
+#: Kills that must land in the SIGKILL test: enough to hit every stage of a run, few enough to
+#: end in time.
+MAX_KILLS = 10
+#: How the reaping parent logs each kind of SIGKILLed child: billiard for a pool process
+#: (by pid), the supervisor for a worker (by name).
+POOL_PROCESS_KILLED = "pid:{pid} exited with 'signal 9 (SIGKILL)'"
+WORKER_KILLED = "{name} exited with code -9 "
 
 
-def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database, tmp_path):
+class FleetKiller:
+    """SIGKILLs live A100 worker processes of ``fleet``, one kill every ``pause`` seconds.
+
+    A kill counts once it landed: each victim was alive just before, is gone after, and the
+    parent that reaped it logged its death by signal 9 (``log``).
+    """
+
+    def __init__(self, fleet: LocalFleet, log: Path, pause: float = 1.5) -> None:
+        self.fleet, self.log, self.pause = fleet, log, pause
+        self.landed: dict[str, int] = dict.fromkeys(KILL_KINDS, 0)
+        self.missed = 0
+        #: pid -> when it was killed (taken after the kill: nothing of it runs on past that).
+        self.kill_times: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FleetKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.wait(self.pause) and sum(self.landed.values()) < MAX_KILLS:
+                self.kill_one(KILL_KINDS[sum(self.landed.values()) % len(KILL_KINDS)])
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            self.error = error
+
+    def kill_one(self, kind: str) -> None:
+        workers = gpu_workers(self.fleet.process.pid, "A100")
+        if kind == "pool process":
+            pools = [(worker, pool_processes(worker)) for worker in workers]
+            pools = [(worker, children) for worker, children in pools if children]
+            if not pools:
+                return
+            _, victims = random.choice(pools)
+            proofs = [POOL_PROCESS_KILLED.format(pid=victim.pid) for victim in victims]
+        else:
+            workers = [worker for worker in workers if worker.group() == worker.pid]
+            if not workers:
+                return
+            worker = random.choice(workers)
+            victims = [worker, *pool_processes(worker)]
+            proofs = [WORKER_KILLED.format(name=worker_name(worker))]
+        logged_before = [self.log_text().count(proof) for proof in proofs]
+        if not all(victim.alive() for victim in victims):
+            return
+        if kind == "pool process":
+            for victim in victims:
+                os.kill(victim.pid, signal.SIGKILL)
+        else:
+            os.killpg(victims[0].pid, signal.SIGKILL)
+        moment = time.time()
+        for victim in victims:
+            self.kill_times[victim.pid] = moment
+
+        def landed() -> bool:
+            return not any(victim.alive() for victim in victims) and all(
+                self.log_text().count(proof) > before
+                for proof, before in zip(proofs, logged_before, strict=True))
+
+        try:
+            wait_until(landed, timeout=15)
+        except AssertionError:
+            self.missed += 1
+        else:
+            self.landed[kind] += 1
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database, tmp_path,
+                                                                         record_counts):
     # A worker killed after taking a message but before claiming its run leaves the message
     # unacked: the maintenance re-publishes such a run after COMFYQ_LOST_MESSAGE_SECONDS.
     # Leases of 3 s (heartbeat every second): short enough to recover quickly from the kills,
@@ -148,57 +224,31 @@ def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database,
                     COMFYQ_LEASE_TTL_SECONDS="3")
     client = client_for(env)
     plain = redis.Redis.from_url(database, decode_responses=True)
-    kill_times: dict[int, float] = {}
-    kills = {"worker": 0, "pool process": 0}
-    with running_fleet(["A100", "A100"], env, tmp_path / "fleet.log") as fleet:
+    log = tmp_path / "fleet.log"
+    with running_fleet(["A100", "A100"], env, log) as fleet:
         run_ids = [client.submit(slow_request(0.3, tag=str(i))) for i in range(60)]
-        stop = threading.Event()
-
-        def killer() -> None:
-            rounds = 0
-            while not stop.wait(1.5) and rounds < MAX_KILLS:
-                workers = [w for w in fleet.workers(plain) if w.get("gpu_type") == "A100"]
-                if not workers:
-                    continue
-                victim = random.choice(workers)
-                rounds += 1
-                targets = pool_children(victim["pid"]) if rounds % 2 else []
-                if targets:  # the pool process alone: Celery's reject-on-worker-lost path
-                    for pid in targets:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                    kills["pool process"] += 1
-                else:  # the whole worker, as in a host loss
-                    targets = [victim["pid"], *pool_children(victim["pid"])]
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(victim["pid"], signal.SIGKILL)
-                    kills["worker"] += 1
-                # Taken after the kill: no execution of these processes goes on past it.
-                moment = time.time()
-                for pid in targets:
-                    kill_times[pid] = moment
-
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
-        try:
-            statuses = wait_all_final(client, run_ids, timeout=50)
-        finally:
-            stop.set()
-            thread.join()
+        with FleetKiller(fleet, log) as killer:
+            statuses = wait_all_final(client, run_ids, timeout=90)
     records = {run_id: client.get_run(run_id) for run_id in run_ids}
     all_executions = {run_id: executions(plain, run_id) for run_id in run_ids}
     started = sum(1 for entries in all_executions.values() for e in entries if e[0] == "start")
     completed = sum(1 for entries in all_executions.values() for e in entries if e[0] == "end")
-    overlaps = sum(overlapping_executions(e, kill_times) for e in all_executions.values())
+    overlaps = sum(overlapping_executions(e, killer.kill_times) for e in all_executions.values())
     retried = sum(1 for run in records.values() if run.attempts > 1)
-    print(f"\nruns={len(run_ids)} final={len(statuses)} success="
-          f"{sum(s == RunStatus.SUCCESS for s in statuses.values())} kills={kills} "
-          f"executions started={started} completed={completed} runs retried={retried} "
-          f"overlapping executions={overlaps}")
-    assert sum(kills.values()) >= 4
-    assert len(statuses) == 60
-    assert set(statuses.values()) == {RunStatus.SUCCESS}
+    successes = sum(s == RunStatus.SUCCESS for s in statuses.values())
+    record_counts(runs=len(run_ids), final=len(statuses), success=successes,
+                  pool_process_kills=killer.landed["pool process"],
+                  worker_kills=killer.landed["worker"], kills_missed=killer.missed,
+                  executions_started=started, executions_completed=completed,
+                  runs_retried=retried, overlapping_executions=overlaps)
+    assert killer.error is None, killer.error
+    assert killer.landed["pool process"] > 0 and killer.landed["worker"] > 0, killer.landed
+    assert len(statuses) == len(run_ids)
+    assert successes == len(run_ids), statuses
     assert overlaps == 0
+    # The kills cut executions short, and the runs they cut were executed again.
+    assert started > completed
+    assert retried > 0
     # Every run's node completed; a second completion only ever follows a crash (the worker died
     # after the node finished, before the run was recorded final), never alongside the first.
     for run_id, entries in all_executions.items():
@@ -207,79 +257,109 @@ def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database,
         assert completions == 1 or records[run_id].attempts > 1
 
 
-def test_redis_restart_mid_stream_loses_no_accepted_run(tmp_path):
+class PacedSubmitter:
+    """Submits a short run every ``pause`` seconds on a thread, counting what was accepted and
+    what was refused; ``attempted`` counts the submits begun."""
+
+    def __init__(self, client: Client, pause: float = 0.03) -> None:
+        self.client, self.pause = client, pause
+        self.attempted = 0
+        self.accepted: dict[int, str] = {}
+        self.refused: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PacedSubmitter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.attempted += 1
+            number = self.attempted
+            try:
+                self.accepted[number] = self.client.submit(slow_request(0.02, tag=str(number)))
+            except Exception as error:  # noqa: BLE001 - counting refusals is the point
+                self.refused.append(f"{type(error).__name__}: {str(error)[:60]}")
+            self._stop.wait(self.pause)
+
+    def settled(self) -> int:
+        """Submits that ended, accepted or refused."""
+        return len(self.accepted) + len(self.refused)
+
+
+def test_redis_restart_mid_stream_refuses_no_submit_and_loses_no_accepted_run(tmp_path,
+                                                                                 record_counts):
     from comfyq.devtools.embedded_redis import start_embedded_redis
 
-    server = start_embedded_redis(data_dir=tmp_path / "valkey", appendonly="yes",
-                                  appendfsync="always", save="")
+    def start_valkey(port: int | None = None):
+        return start_embedded_redis(port=port, data_dir=tmp_path / "valkey", appendonly="yes",
+                                    appendfsync="always", save="")
+
+    server = start_valkey()
     port = server.port
     url = f"redis://127.0.0.1:{port}/0"
     env = fleet_env(url, tmp_path, COMFYQ_LOST_MESSAGE_SECONDS="3")
     client = client_for(env)
-    accepted: list[str] = []
-    refused: list[str] = []
     try:
         with running_fleet(["A100"], env, tmp_path / "fleet.log"):
-            stop = threading.Event()
-
-            def submitter() -> None:
-                index = 0
-                while not stop.is_set():
-                    index += 1
-                    try:
-                        accepted.append(client.submit(slow_request(0.02, tag=str(index))))
-                    except Exception as error:  # noqa: BLE001 - counting refusals is the point
-                        refused.append(f"{type(error).__name__}: {str(error)[:60]}")
-                    time.sleep(0.03)
-
-            thread = threading.Thread(target=submitter, daemon=True)
-            thread.start()
-            time.sleep(2.0)
-            server.stop()
-            time.sleep(1.5)
-            server = start_embedded_redis(port=port, data_dir=tmp_path / "valkey",
-                                          appendonly="yes", appendfsync="always", save="")
-            time.sleep(2.5)
-            stop.set()
-            thread.join()
-            statuses = wait_all_final(client, accepted, timeout=45)
+            with PacedSubmitter(client) as submitter:
+                wait_until(lambda: len(submitter.accepted) >= 20, timeout=60)
+                first_server = redis.Redis.from_url(url).info("server")["run_id"]
+                server.stop()
+                begun_before_outage = submitter.attempted
+                # A submit begun while the server is down, and still waiting when it is back.
+                wait_until(lambda: submitter.attempted > begun_before_outage, timeout=30)
+                during_outage = submitter.attempted
+                settled_during_outage = submitter.settled()
+                server = start_valkey(port)
+                restarted_server = redis.Redis.from_url(url).info("server")["run_id"]
+                wait_until(lambda: len(submitter.accepted) >= during_outage + 20, timeout=60)
+            accepted = list(submitter.accepted.values())
+            statuses = wait_all_final(client, accepted, timeout=60)
     finally:
         server.stop()
-    print(f"\nsubmits accepted={len(accepted)} refused={len(refused)} "
-          f"({sorted(set(refused))}) final={len(statuses)} success="
-          f"{sum(s == RunStatus.SUCCESS for s in statuses.values())}")
-    assert len(accepted) > 50
+    successes = sum(s == RunStatus.SUCCESS for s in statuses.values())
+    record_counts(server_restarted=restarted_server != first_server,
+                  submits_accepted=len(accepted), refused=len(submitter.refused),
+                  submit_waited_through_restart=during_outage in submitter.accepted,
+                  final=len(statuses), success=successes)
+    assert restarted_server != first_server  # the server did restart, with the data on disk
+    assert submitter.refused == []
+    assert settled_during_outage < during_outage  # that submit was still waiting for Redis ...
+    assert during_outage in submitter.accepted  # ... and rode the restart out
+    assert len(accepted) == submitter.attempted >= 40
     assert len(statuses) == len(accepted)
-    assert set(statuses.values()) == {RunStatus.SUCCESS}
+    assert successes == len(accepted)
 
 
-def test_run_longer_than_visibility_timeout_runs_once(database, tmp_path):
+def test_run_longer_than_visibility_timeout_runs_once(database, tmp_path, record_counts):
     env = fleet_env(database, tmp_path, COMFYQ_BROKER_VISIBILITY_TIMEOUT_SECONDS="1")
     client = client_for(env)
     plain = redis.Redis.from_url(database, decode_responses=True)
     with running_fleet(["A100", "A100"], env, tmp_path / "fleet.log", callbacks=False):
         run_id = client.submit(slow_request(5.0))
         run = client.wait(run_id, timeout=40)
-        time.sleep(1.5)  # a redelivered copy would have started by now
+        # Every copy of its message the broker handed out again has been taken and dropped:
+        # none waits in the queue or is held unacknowledged, so none can start later.
+        wait_until(lambda: run_id not in client.broker.waiting_run_ids("A100")
+                   and run_id not in client.broker.held_run_ids(0), timeout=30)
     entries = executions(plain, run_id)
     starts = sum(1 for e in entries if e[0] == "start")
     redeliveries_dropped = (tmp_path / "fleet.log").read_text().count(
         f"run {run_id} is executing under another worker's live lease")
-    print(f"\nvisibility timeout 1 s, run 5 s: status={run.status.value} executions={starts} "
-          f"attempts={run.attempts} redeliveries dropped={redeliveries_dropped}")
+    record_counts(status=run.status.value, executions=starts, attempts=run.attempts,
+                  redeliveries_dropped=redeliveries_dropped)
     assert redeliveries_dropped >= 1  # the broker did hand the running run out again
     assert run.status == RunStatus.SUCCESS
     assert starts == 1 and run.attempts == 1
 
 
-def wait_for_status(client: Client, run_id: str, wanted: set[RunStatus], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get_run(run_id).status not in wanted:
-        assert time.monotonic() < deadline, client.get_run(run_id).status
-        time.sleep(0.02)
-
-
-def test_cancel_at_each_stage(database, tmp_path):
+def test_cancel_at_each_stage(database, tmp_path, record_counts):
     from comfyq.devtools.local_receiver import WebhookReceiver
 
     env = fleet_env(database, tmp_path)
@@ -287,22 +367,19 @@ def test_cancel_at_each_stage(database, tmp_path):
     plain = redis.Redis.from_url(database, decode_responses=True)
     outcomes = {}
     with running_fleet(["A100"], env, tmp_path / "fleet.log"), WebhookReceiver() as receiver:
-        # queued: a T4 run waits (no T4 worker), is cancelled, and never starts later
+        # queued: a T4 run waits (no T4 worker yet), is cancelled, and never starts later
         queued = client.submit(slow_request(0.1, gpu="T4", webhook=receiver.url))
         outcomes["queued"] = client.cancel(queued)
         # as soon as it starts, and mid-node
         early = client.submit(slow_request(3.0, webhook=receiver.url))
-        wait_for_status(client, early, {RunStatus.STARTED, RunStatus.RUNNING}, 20)
+        wait_until(lambda: client.get_run(early).status in {RunStatus.STARTED,
+                                                            RunStatus.RUNNING}, timeout=20)
         outcomes["started"] = client.cancel(early)
         middle = client.submit(slow_request(5.0, webhook=receiver.url))
-        deadline = time.monotonic() + 20
-        while not executions(plain, middle) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)
-        asked = time.monotonic()
+        wait_until(lambda: executions(plain, middle) and client.get_run(middle).progress > 0,
+                   timeout=20, interval=0.02)
         outcomes["mid-node"] = client.cancel(middle)
         middle_run = client.wait(middle, timeout=20)
-        stop_latency = time.monotonic() - asked
         early_run = client.wait(early, timeout=20)
         # finished, with its final webhook still on its way: a clear no-op
         done = client.submit(slow_request(0.05, webhook=receiver.url))
@@ -310,45 +387,56 @@ def test_cancel_at_each_stage(database, tmp_path):
         outcomes["finished"] = client.cancel(done)
         receiver.wait_for(lambda ds: {d.json()["run_id"] for d in ds} >= {queued, early, middle,
                                                                           done}, 20)
+    # The cancelled run's message still waits for a T4 worker; one comes and takes it.
+    assert queued in client.broker.waiting_run_ids("T4")
     with running_fleet(["T4"], env, tmp_path / "fleet-t4.log", "--no-beat", "--no-callbacks",
                        callbacks=False):
-        time.sleep(1.0)  # the T4 worker has taken the cancelled run's message by now
+        wait_until(lambda: queued not in client.broker.waiting_run_ids("T4")
+                   and queued not in client.broker.held_run_ids(0), timeout=30)
         queued_run = client.get_run(queued)
     finals = {d.json()["run_id"]: d.json()["status"] for d in receiver.accepted()}
-    print(f"\ncancel outcomes: { {k: (v.cancelled, v.status.value) for k, v in outcomes.items()} }"
-          f" mid-node stop latency {stop_latency:.2f} s; final webhooks {sorted(finals.values())}")
+    record_counts(**{stage.replace("-", "_"): f"{outcome.cancelled}/{outcome.status.value}"
+                     for stage, outcome in outcomes.items()},
+                  final_webhooks="/".join(sorted(finals.values())))
     assert queued_run.status == RunStatus.CANCELLED and queued_run.started_at is None
     assert executions(plain, queued) == []
     assert early_run.status == RunStatus.CANCELLED
-    assert middle_run.status == RunStatus.CANCELLED and stop_latency < 2.0
+    # Stopped inside its 5 s node: the node started and never completed.
+    assert middle_run.status == RunStatus.CANCELLED and middle_run.progress < 1
     assert [e[0] for e in executions(plain, middle)] == ["start"]
     assert not outcomes["finished"].cancelled and "already finished" in outcomes["finished"].message
     assert finals == {queued: "cancelled", early: "cancelled", middle: "cancelled",
                       done: "success"}
 
 
-def test_sigterm_lets_the_run_finish_within_grace_or_requeues_it(database, tmp_path):
+def test_sigterm_lets_the_run_finish_within_grace_or_requeues_it(database, tmp_path,
+                                                                 record_counts):
     env = fleet_env(database, tmp_path)
     client = client_for(env)
+
+    def wait_running(run_id: str) -> None:
+        wait_until(lambda: client.get_run(run_id).status == RunStatus.RUNNING, timeout=20,
+                   interval=0.02)
+
     # Within grace: the run finishes on the stopping worker.
     with running_fleet(["A100"], env, tmp_path / "a.log", "--grace", "15") as fleet:
         graceful = client.submit(slow_request(2.0))
-        wait_for_status(client, graceful, {RunStatus.RUNNING}, 20)
+        wait_running(graceful)
         fleet.process.send_signal(signal.SIGTERM)
         fleet.process.wait(timeout=30)
     graceful_run = client.get_run(graceful)
     # Past grace: the worker is killed, the run is re-queued and finished by another worker.
     with running_fleet(["A100"], env, tmp_path / "b.log", "--grace", "0.5") as fleet:
         cut = client.submit(slow_request(4.0))
-        wait_for_status(client, cut, {RunStatus.RUNNING}, 20)
+        wait_running(cut)
         first_worker = client.get_run(cut).worker
         fleet.process.send_signal(signal.SIGTERM)
         fleet.process.wait(timeout=30)
     with running_fleet(["A100"], env, tmp_path / "c.log"):
         cut_run = client.wait(cut, timeout=40)
-    print(f"\nwithin grace: {graceful_run.status.value} attempts={graceful_run.attempts}; "
-          f"past grace: {cut_run.status.value} attempts={cut_run.attempts} "
-          f"first worker={first_worker} finished by={cut_run.worker}")
+    record_counts(within_grace=graceful_run.status.value,
+                  within_grace_attempts=graceful_run.attempts,
+                  past_grace=cut_run.status.value, past_grace_attempts=cut_run.attempts)
     assert graceful_run.status == RunStatus.SUCCESS and graceful_run.attempts == 1
     assert cut_run.status == RunStatus.SUCCESS and cut_run.attempts == 2
     assert cut_run.worker != first_worker
