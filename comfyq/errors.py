@@ -38,7 +38,15 @@ class InvalidRunRequest(ComfyqError, ValueError):
 
 
 class UnknownGpuType(ComfyqError, ValueError):
-    """The run needs a GPU type that no configuration knows, so no queue would ever serve it."""
+    """The run needs a GPU type that no configuration knows, so no queue would ever serve it.
+
+    ``field`` names where the GPU type came from: the request's ``gpu`` or ``machine_id``, or
+    the setting ``COMFYQ_DEFAULT_GPU`` (then it is the deployment's fault, not the caller's).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")
 
 
 class RunNotFound(ComfyqError, KeyError):

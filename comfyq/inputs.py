@@ -71,7 +71,9 @@ class ExternalInputError(ComfyqError, ValueError):
 
     def __init__(self, key: str, node_id: str, class_type: str, problem: str) -> None:
         self.key, self.node_id, self.class_type = key, node_id, class_type
-        super().__init__(f"inputs.{key}: {problem} (node {node_id}, {class_type})")
+        self.field = f"inputs.{key}"
+        self.problem = f"{problem} (node {node_id}, {class_type})"
+        super().__init__(f"{self.field}: {self.problem}")
 
 
 #: Where ComfyDeploy puts a run input besides ``input_id``, per external input class.

@@ -11,22 +11,19 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from comfyq.catalog.validation import PromptValidationError
 from comfyq.errors import FieldProblem, InvalidRunRequest, RunNotFound, SubmitFailed, UnknownGpuType
+from comfyq.inputs import ExternalInputError
 
 logger = logging.getLogger(__name__)
 
-#: (module, class) of errors that submit raises from other parts of comfyq, looked up by name so
-#: the API still starts where one of those parts is absent.
-PROMPT_VALIDATION_ERROR = ("comfyq.catalog.validation", "PromptValidationError")
-EXTERNAL_INPUT_ERROR = ("comfyq.inputs", "ExternalInputError")
-#: Fields an UnknownGpuType message may start with; anything else is the server's default GPU.
+#: Request fields an UnknownGpuType may name; anything else is the server's default GPU.
 GPU_FIELDS = ("gpu", "machine_id")
 
 
@@ -50,12 +47,11 @@ def _invalid_request(_: Request, error: InvalidRunRequest) -> JSONResponse:
 
 
 def _unknown_gpu(_: Request, error: UnknownGpuType) -> JSONResponse:
-    field, sep, message = str(error).partition(": ")
-    if not sep or field not in GPU_FIELDS:
+    if error.field not in GPU_FIELDS:
         # The server's own default GPU is not served: not the caller's fault.
         logger.error("a run without gpu was refused: %s", error)
         return JSONResponse(status_code=503, content={"detail": str(error)})
-    return validation_response([FieldProblem(field, message)], kind="unknown_gpu_type")
+    return validation_response([FieldProblem(error.field, error.problem)], kind="unknown_gpu_type")
 
 
 def _not_found(_: Request, error: RunNotFound) -> JSONResponse:
@@ -67,14 +63,12 @@ def _unavailable(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": f"comfyq is unavailable: {error}"})
 
 
-def _prompt_invalid(_: Request, error: Exception) -> JSONResponse:
-    return JSONResponse(status_code=400, content=error.body)  # type: ignore[attr-defined]
+def _prompt_invalid(_: Request, error: PromptValidationError) -> JSONResponse:
+    return JSONResponse(status_code=400, content=error.body)
 
 
-def _input_misfit(_: Request, error: Exception) -> JSONResponse:
-    # The message is "inputs.<name>: <problem> (node <id>, <class>)".
-    field, _, message = str(error).partition(": ")
-    return validation_response([FieldProblem(field, message)], kind="input_misfit")
+def _input_misfit(_: Request, error: ExternalInputError) -> JSONResponse:
+    return validation_response([FieldProblem(error.field, error.problem)], kind="input_misfit")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -85,16 +79,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SubmitFailed, _unavailable)
     app.add_exception_handler(redis.ConnectionError, _unavailable)
     app.add_exception_handler(redis.TimeoutError, _unavailable)
-    for (module, name), handler in ((PROMPT_VALIDATION_ERROR, _prompt_invalid),
-                                    (EXTERNAL_INPUT_ERROR, _input_misfit)):
-        error_class = optional_error_class(module, name)
-        if error_class is not None:
-            app.add_exception_handler(error_class, handler)
-
-
-def optional_error_class(module: str, name: str) -> type[Exception] | None:
-    """The error class ``module.name``, or None when that part of comfyq is not installed."""
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
+    app.add_exception_handler(PromptValidationError, _prompt_invalid)
+    app.add_exception_handler(ExternalInputError, _input_misfit)

@@ -58,6 +58,9 @@ def save_images(images: Any, filename_prefix: str, *, root: Path, folder_type: s
 class SaveImage:
     """Save images as PNG into the run's output folder."""
 
+    folder_type = "output"
+    compress_level = 4
+
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {
@@ -78,14 +81,24 @@ class SaveImage:
     def save_images(self, images: np.ndarray, filename_prefix: str = "ComfyUI",
                     prompt: Any = None, extra_pnginfo: Mapping[str, Any] | None = None
                     ) -> dict[str, Any]:
-        records = save_images(images, filename_prefix, root=current_context().output_dir,
-                              folder_type="output", compress_level=4, prompt=prompt,
-                              extra_pnginfo=extra_pnginfo)
+        records = save_images(images, filename_prefix + self.prefix_append(), root=self.root(),
+                              folder_type=self.folder_type, compress_level=self.compress_level,
+                              prompt=prompt, extra_pnginfo=extra_pnginfo)
         return {"ui": {"images": records}, "result": ()}
 
+    def prefix_append(self) -> str:
+        return ""
 
-class PreviewImage:
-    """Save images as PNG into the run's temp folder, named ``ComfyUI_temp_<random>_...``."""
+    def root(self) -> Path:
+        return current_context().output_dir
+
+
+class PreviewImage(SaveImage):
+    """Save images as PNG into the run's temp folder, named ``ComfyUI_temp_<random>_...``
+    (ComfyUI's PreviewImage is a SaveImage into its temp folder, too)."""
+
+    folder_type = "temp"
+    compress_level = 1
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -94,20 +107,11 @@ class PreviewImage:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    RETURN_TYPES = ()
-    FUNCTION = "save_images"
-    OUTPUT_NODE = True
-    CATEGORY = "image"
-    DESCRIPTION = "Saves the input images to your ComfyUI output directory."
+    def prefix_append(self) -> str:
+        return "_temp_" + "".join(random.choices(string.ascii_lowercase, k=5))
 
-    def save_images(self, images: np.ndarray, filename_prefix: str = "ComfyUI",
-                    prompt: Any = None, extra_pnginfo: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any]:
-        suffix = "".join(random.choices(string.ascii_lowercase, k=5))
-        records = save_images(images, f"{filename_prefix}_temp_{suffix}",
-                              root=current_context().temp_dir, folder_type="temp",
-                              compress_level=1, prompt=prompt, extra_pnginfo=extra_pnginfo)
-        return {"ui": {"images": records}, "result": ()}
+    def root(self) -> Path:
+        return current_context().temp_dir
 
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {"SaveImage": SaveImage, "PreviewImage": PreviewImage}

@@ -19,7 +19,7 @@ def resolve_gpu(request: WorkflowRunRequest, settings: Settings) -> str:
         if request.machine_id not in settings.machines:
             known = ", ".join(sorted(settings.machines)) or "none configured"
             raise UnknownGpuType(
-                f"machine_id: unknown machine {request.machine_id!r} (known machines: {known}; "
+                "machine_id", f"unknown machine {request.machine_id!r} (known machines: {known}; "
                 "set COMFYQ_MACHINES)"
             )
         gpu_type, source = settings.machines[request.machine_id], "machine_id"
@@ -27,7 +27,7 @@ def resolve_gpu(request: WorkflowRunRequest, settings: Settings) -> str:
         gpu_type, source = settings.default_gpu, "COMFYQ_DEFAULT_GPU"
     if gpu_type not in settings.gpu_types:
         raise UnknownGpuType(
-            f"{source}: GPU type {gpu_type!r} is not served by this deployment "
+            source, f"GPU type {gpu_type!r} is not served by this deployment "
             f"(COMFYQ_GPU_TYPES = {', '.join(settings.gpu_types)})"
         )
     return gpu_type

@@ -8,7 +8,7 @@ from this host only if it shares that disk), else ``http(s)://`` under ``COMFYQ_
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,18 +39,26 @@ class OutputFile:
         return asdict(self)
 
 
-def output_files(outputs: Iterable[WorkflowRunOutputModel]) -> list[OutputFile]:
-    """Every file named in the outputs, in node then list order."""
-    found = []
+def is_file_record(item: Any) -> bool:
+    """Whether an output entry names a file (ComfyUI's ``{filename, subfolder, type}``)."""
+    return isinstance(item, dict) and bool(item.get("filename"))
+
+
+def file_records(outputs: Iterable[WorkflowRunOutputModel]
+                 ) -> Iterator[tuple[str | None, str, dict[str, Any]]]:
+    """``(node_id, kind, record)`` of every file the outputs name, in node then list order."""
     for output in outputs:
         for kind, items in output.data.items():
-            if not isinstance(items, list):
-                continue
-            for item in items:
-                if isinstance(item, dict) and item.get("url") and item.get("filename"):
-                    found.append(OutputFile(output.node_id, kind, str(item["filename"]),
-                                            str(item.get("subfolder") or ""), str(item["url"])))
-    return found
+            if isinstance(items, list):
+                for item in filter(is_file_record, items):
+                    yield output.node_id, kind, item
+
+
+def output_files(outputs: Iterable[WorkflowRunOutputModel]) -> list[OutputFile]:
+    """Every file named in the outputs with a URL to fetch it from, in node then list order."""
+    return [OutputFile(node_id, kind, str(item["filename"]), str(item.get("subfolder") or ""),
+                       str(item["url"]))
+            for node_id, kind, item in file_records(outputs) if item.get("url")]
 
 
 def _local_path(url: str) -> Path:

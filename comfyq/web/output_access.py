@@ -16,6 +16,7 @@ from typing import Any
 
 from comfyq.errors import ComfyqError
 from comfyq.models import WorkflowRunOutputModel
+from comfyq.runs.outputs import file_records, is_file_record
 
 #: File suffixes shown as thumbnails (raster formats browsers decode; SVG can carry script).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
@@ -56,24 +57,17 @@ class OutputItem:
         return self.type == "output"
 
 
-def _is_file_record(item: Any) -> bool:
-    return isinstance(item, dict) and bool(item.get("filename"))
-
-
 def output_items(outputs: Iterable[WorkflowRunOutputModel]) -> list[OutputItem]:
     """Every file the outputs name, numbered from 0."""
-    found: list[OutputItem] = []
-    for output in outputs:
-        for kind, items in output.data.items():
-            if not isinstance(items, list):
-                continue
-            for item in filter(_is_file_record, items):
-                url = str(item.get("url") or "")
-                found.append(OutputItem(len(found), output.node_id, kind, str(item["filename"]),
-                                        str(item.get("subfolder") or ""),
-                                        str(item.get("type") or "output"),
-                                        url if url.startswith(("https://", "http://")) else ""))
-    return found
+    return [_output_item(index, node_id, kind, item)
+            for index, (node_id, kind, item) in enumerate(file_records(outputs))]
+
+
+def _output_item(index: int, node_id: str | None, kind: str, item: dict[str, Any]) -> OutputItem:
+    url = str(item.get("url") or "")
+    return OutputItem(index, node_id, kind, str(item["filename"]), str(item.get("subfolder") or ""),
+                      str(item.get("type") or "output"),
+                      url if url.startswith(("https://", "http://")) else "")
 
 
 def output_values(outputs: Iterable[WorkflowRunOutputModel]) -> list[tuple[str | None, str, Any]]:
@@ -83,7 +77,7 @@ def output_values(outputs: Iterable[WorkflowRunOutputModel]) -> list[tuple[str |
         for kind, items in output.data.items():
             entries = items if isinstance(items, list) else [items]
             values += [(output.node_id, kind, entry) for entry in entries
-                       if not _is_file_record(entry)]
+                       if not is_file_record(entry)]
     return values
 
 

@@ -15,9 +15,9 @@ ComfyDeploy's own server does. All three ways are shown here.
 from __future__ import annotations
 
 import pytest
-from tests.e2e.test_api import TOKENS, api  # noqa: F401 (the module's API server fixture)
 
 from comfyq import RunStatus
+from tests.e2e.test_api import TOKENS, api  # noqa: F401 (the module's API server fixture)
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import GatedImageServer, held_graph
 
