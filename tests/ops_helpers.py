@@ -110,13 +110,16 @@ def held_graph(prefix: str = "held") -> dict[str, Any]:
     }
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
+               describe: Callable[[], object] | None = None) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that; fail after
+    ``timeout`` seconds, saying what ``describe()`` returns then (the state it waited on)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            seen = f"; {describe()}" if describe is not None else ""
+            raise AssertionError(f"condition not met within {timeout} s{seen}")
         time.sleep(interval)

@@ -31,6 +31,7 @@ from comfyq.webhooks.receiver import Received, Reply, SigningReceiver, always, s
 from comfyq.webhooks.secret_store import deployment_secret
 from comfyq.webhooks.settings import WebhookSettings
 from comfyq.webhooks.signing import generate_secret
+from tests.ops_helpers import wait_until
 from tests.paths import REPO
 
 SECRET = generate_secret()
@@ -48,7 +49,7 @@ def fast_settings(**overrides: Any) -> WebhookSettings:
 def clear_outbox(client: redis.Redis) -> None:
     """Remove every outbox key and the run records these tests made."""
     stale = list(client.scan_iter(f"{keys.WEBHOOKS}:*"))
-    stale += list(client.scan_iter(f"{keys.PREFIX}:run:wh-*"))
+    stale += list(client.scan_iter(keys.run("wh-*")))
     if stale:
         client.delete(*stale)
 
@@ -82,23 +83,43 @@ def new_run(client: redis.Redis, run_id: str) -> str:
 
 
 def record(client: redis.Redis, run_id: str, url: str, status: str, settings: WebhookSettings,
-           *, progress: float = 0.0, changed: bool = True, final: bool | None = None) -> str | None:
+           *, progress: float = 0.0, changed: bool = True, final: bool | None = None,
+           now: float | None = None) -> str | None:
     body = {"run_id": run_id, "status": status, "live_status": f"{status} {progress}",
             "progress": progress, "outputs": []}
     is_final = status in ("success", "failed", "timeout", "cancelled") if final is None else final
     return record_event(client, run_id, url, body, final=is_final, status_changed=changed,
-                        settings=settings)
+                        now=now, settings=settings)
 
 
 def pump(client: redis.Redis, settings: WebhookSettings, until: Callable[[], bool],
          timeout: float = 60.0) -> list[DeliveryOutcome]:
     """Run the outbox in this process until `until()` holds."""
     outcomes: list[DeliveryOutcome] = []
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, f"timed out; outcomes so far: {outcomes}"
-        outcomes += deliver_due(client, settings=settings)
-        time.sleep(0.01)
+
+    def delivered_until() -> bool:
+        if until():
+            return True
+        outcomes.extend(deliver_due(client, settings=settings))
+        return False
+
+    wait_until(delivered_until, timeout=timeout, interval=0.01,
+               describe=lambda: f"outcomes so far: {outcomes}")
+    return outcomes
+
+
+def deliver_due_at(client: redis.Redis, now: float,
+                   settings: WebhookSettings) -> list[DeliveryOutcome]:
+    """What `deliver_due` does, with the time given: every attempt due at `now`, made as if at
+    `now`, so a test moves the outbox's clock instead of waiting for it."""
+    handed: list[str] = []
+    enqueue_due(client, now, handed.append, settings=settings)
+    outcomes = []
+    while handed:
+        outcome = deliver_event(client, handed.pop(0), now, settings=settings)
+        outcomes.append(outcome)
+        if outcome.next_event_id:
+            handed.append(outcome.next_event_id)
     return outcomes
 
 
@@ -169,12 +190,9 @@ def test_a_receiver_down_for_a_while_gets_everything_in_order_once_up(client, re
     for status in sent:
         record(client, run_id, receiver.url, status, settings)
 
-    failed: list[DeliveryOutcome] = []
-    deadline = time.monotonic() + 0.4
-    while time.monotonic() < deadline:
-        failed += deliver_due(client, settings=settings)
-        time.sleep(0.01)
-    assert failed and all(outcome.state == "retrying" for outcome in failed)
+    failed = pump(client, settings,
+                  lambda: len(run_field(client, run_id, "webhook_attempts") or []) >= 3)
+    assert all(outcome.state == "retrying" for outcome in failed)
     assert {outcome.event_id for outcome in failed} == {failed[0].event_id}  # only the first
     assert "Connection refused" in failed[0].error
     assert run_field(client, run_id, "webhook_status") == "retrying"
@@ -207,13 +225,16 @@ def test_retry_after_on_429_is_honoured(client, receivers) -> None:
     settings = fast_settings(webhook_schedule=[0, 0.05, 0.05])
     receiver = receivers(sequence(Reply(429, headers={"Retry-After": "1"})))
     run_id = new_run(client, "wh-429")
-    record(client, run_id, receiver.url, "success", settings)
+    start = time.time()
+    record(client, run_id, receiver.url, "success", settings, now=start)
 
-    outcomes = pump(client, settings, lambda: len(receiver.accepted()) == 1)
-
-    assert outcomes[0].state == "retrying" and outcomes[0].status_code == 429
-    first, second = receiver.received
-    assert second.at - first.at >= 0.95  # the schedule alone would have waited 0.05 s
+    [refused] = deliver_due_at(client, start, settings)
+    assert refused.state == "retrying" and refused.status_code == 429
+    # The schedule alone would try again after 0.05 s; the receiver asked for 1 s.
+    assert deliver_due_at(client, start + 0.5, settings) == []
+    [delivered] = deliver_due_at(client, start + 1.5, settings)
+    assert delivered.state == "delivered"
+    assert [item.reply.status for item in receiver.received] == [429, 200]
 
 
 def test_410_gone_stops_every_delivery_to_that_url_until_redelivered(client, receivers) -> None:
@@ -295,18 +316,21 @@ def test_each_run_is_delivered_in_seq_order_one_at_a_time_by_concurrent_workers(
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for thread in threads:
         thread.start()
+    def all_delivered() -> bool:
+        enqueue_due(client, time.time(), send, settings=settings)
+        return len(receiver.accepted()) == len(runs) * len(lifecycle)
+
     try:
         for status in lifecycle:  # events arrive while deliveries are under way
+            tried_before = len(receiver.received)
             for run_id in runs:
                 event_id = record(client, run_id, receiver.url, status, settings)
                 send(event_id)  # as the pipeline does: first attempt handed out at once
-            time.sleep(0.02)
+            wait_until(lambda before=tried_before: len(receiver.received) > before,
+                       interval=0.005)
         # Generous: the suite may share its two cores with worker fleets; order is what counts.
-        deadline = time.monotonic() + 90
-        while len(receiver.accepted()) < len(runs) * len(lifecycle):
-            assert time.monotonic() < deadline, statuses(receiver.accepted())
-            enqueue_due(client, time.time(), send, settings=settings)
-            time.sleep(0.01)
+        wait_until(all_delivered, timeout=90, interval=0.01,
+                   describe=lambda: statuses(receiver.accepted()))
     finally:
         stop.set()
         for thread in threads:
@@ -317,9 +341,13 @@ def test_each_run_is_delivered_in_seq_order_one_at_a_time_by_concurrent_workers(
         assert [item.payload["status"] for item in accepted] == lifecycle
         assert [item.payload["seq"] for item in accepted] == [1, 2, 3, 4, 5]
         tries = [item for item in receiver.received if item.payload["run_id"] == run_id]
-        for earlier, later in zip(tries, tries[1:]):  # never two of a run at once
+        for earlier, later in zip(tries, tries[1:]):
             assert later.payload["seq"] >= earlier.payload["seq"]
-            assert later.at >= earlier.at + 0.009
+        # Never two of a run at once: each attempt began after the one before it had ended
+        # (the sender's own log; "at" is rounded to the millisecond).
+        attempts = sorted(run_field(client, run_id, "webhook_attempts"), key=lambda a: a["at"])
+        for earlier, later in zip(attempts, attempts[1:]):
+            assert later["at"] >= earlier["at"] + earlier["latency_ms"] / 1000 - 0.002
     assert outstanding(client) == 0
 
 
@@ -347,25 +375,32 @@ def test_progress_coalesces_to_the_newest_and_status_changes_are_all_sent(
 
 
 def test_progress_only_sends_are_spaced_by_the_interval(client, receivers) -> None:
-    settings = fast_settings(webhook_progress_interval_seconds=0.2)
+    interval, step, steps = 0.2, 0.01, 100
+    settings = fast_settings(webhook_progress_interval_seconds=interval)
     receiver = receivers()
     run_id = new_run(client, "wh-interval")
-    record(client, run_id, receiver.url, "running", settings)
-    started = time.monotonic()
-    progress = 0.0
-    while time.monotonic() - started < 1.0:  # a chatty worker: progress every 10 ms
-        progress += 0.001
-        record(client, run_id, receiver.url, "running", settings, progress=progress,
-               changed=False)
-        deliver_due(client, settings=settings)
-        time.sleep(0.01)
-    pump(client, settings, lambda: outstanding(client) == 0)
+    start = time.time()
+    record(client, run_id, receiver.url, "running", settings, now=start)
+    # A chatty worker: progress every 10 ms for a second, on a clock the test moves.
+    for number in range(1, steps + 1):
+        now = start + number * step
+        record(client, run_id, receiver.url, "running", settings, progress=number / 1000,
+               changed=False, now=now)
+        deliver_due_at(client, now, settings)
+    while outstanding(client) and now < start + 10:
+        now += step
+        deliver_due_at(client, now, settings)
 
     sent = receiver.accepted()
-    assert 4 <= len(sent) <= 7  # one status + about one progress per 0.2 s
-    gaps = [later.at - earlier.at for earlier, later in zip(sent, sent[1:])]
-    assert min(gaps) >= 0.18
-    assert sent[-1].payload["progress"] == pytest.approx(progress)  # the newest is never lost
+    attempted_at = [attempt["at"] for attempt in run_field(client, run_id, "webhook_attempts")]
+    assert len(attempted_at) == len(sent) == len(receiver.received)
+    assert sent[0].payload["progress"] == 0.0  # the status change, at once
+    # Then about one progress send per interval, never two closer than it ("at" is rounded to
+    # the millisecond); 100 progress reports coalesce into those few.
+    assert all(later - earlier >= interval - 0.001
+               for earlier, later in zip(attempted_at, attempted_at[1:]))
+    assert steps * step / interval - 1 <= len(sent) - 1 <= steps * step / interval + 1
+    assert sent[-1].payload["progress"] == pytest.approx(steps / 1000)  # the newest is not lost
 
 
 def test_dead_letters_after_the_schedule_and_redelivers_in_order(client, receivers) -> None:
@@ -462,10 +497,10 @@ def test_a_claim_whose_task_never_ran_is_handed_out_again(client, receivers) -> 
     run_id = new_run(client, "wh-lost-claim")
     event_id = record(client, run_id, receiver.url, "success", settings)
     lost: list[str] = []
-    assert enqueue_due(client, time.time(), lost.append, settings=settings) == 1
-    assert enqueue_due(client, time.time(), lost.append, settings=settings) == 0
-    time.sleep(0.25)
-    assert enqueue_due(client, time.time(), lost.append, settings=settings) == 1
+    now = time.time()
+    assert enqueue_due(client, now, lost.append, settings=settings) == 1
+    assert enqueue_due(client, now + 0.1, lost.append, settings=settings) == 0
+    assert enqueue_due(client, now + 0.25, lost.append, settings=settings) == 1
     assert lost == [event_id, event_id]
 
     assert deliver_event(client, event_id, settings=settings).state == "delivered"
