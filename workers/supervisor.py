@@ -96,9 +96,9 @@ def beat_spec(schedule_path: str, loglevel: str) -> ChildSpec:
     return ChildSpec("beat", argv, {"CUDA_VISIBLE_DEVICES": ""})
 
 
-def _child_setup() -> None:
-    # Each child leads its own process group, so stopping it also stops the pool processes it
-    # forked; and if the supervisor is killed outright, its children must not live on.
+def lead_group_and_die_with_parent() -> None:
+    """For ``preexec_fn``: the child leads its own process group, so stopping the group also
+    stops the processes it forked; and if its parent is killed outright, it must not live on."""
     os.setpgrp()
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -137,7 +137,7 @@ class Supervisor:
         env = {**os.environ, **spec.env}
         self.processes[spec.name] = subprocess.Popen(spec.argv, env=env, cwd=spec.cwd,
                                                      # Only setpgrp and prctl run there.
-                                                     preexec_fn=_child_setup)  # noqa: PLW1509
+                                                     preexec_fn=lead_group_and_die_with_parent)  # noqa: PLW1509
         self._started_at[spec.name] = time.monotonic()
         logger.info("started %s (pid %d)", spec.name, self.processes[spec.name].pid)
 

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from comfyq.worker_presence import online_workers
+from comfyq.workers.supervisor import lead_group_and_die_with_parent
 
 
 class LocalFleet:
@@ -45,8 +46,10 @@ class LocalFleet:
             self._log = open(self.log_path, "ab")
             output = self._log
         command = [sys.executable, "-m", "comfyq.cli", "worker", *self.args]
+        # A test run that is killed must not leave its fleet behind.
         self.process = subprocess.Popen(command, env=self.env, stdout=output,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT,
+                                        preexec_fn=lead_group_and_die_with_parent)
         return self
 
     def workers(self, client: redis.Redis) -> list[dict[str, Any]]:
