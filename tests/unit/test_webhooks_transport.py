@@ -68,9 +68,12 @@ def test_a_redirect_is_a_failure_and_is_not_followed(receiver_for) -> None:
 def test_retry_after_is_read_on_429_and_503_only(receiver_for) -> None:
     assert attempt(receiver_for(Reply(429, headers={"Retry-After": "7"})).url
                    ).retry_after_seconds == 7.0
-    date = formatdate(time.time() + 120, usegmt=True)
-    waited = attempt(receiver_for(Reply(503, headers={"Retry-After": date})).url)
-    assert 115 <= waited.retry_after_seconds <= 121
+    receiver = receiver_for(Reply(503, headers={"Retry-After": formatdate(
+        (until := int(time.time()) + 120), usegmt=True)}))
+    before = time.time()
+    waited = attempt(receiver.url)
+    after = time.time()
+    assert until - after <= waited.retry_after_seconds <= until - before
     assert attempt(receiver_for(Reply(500, headers={"Retry-After": "7"})).url
                    ).retry_after_seconds is None
 
@@ -94,19 +97,19 @@ def test_connection_refused_and_timeouts_are_retried(receiver_for) -> None:
     assert refused.error.startswith("connection failed: ") and "Connection refused" in refused.error
     assert "token" not in refused.error
 
+    # The answer would come, 200, after 3 s: a retry saying it timed out means it was not
+    # waited for.
     slow = receiver_for(Reply(200, delay=3.0))
-    started = time.monotonic()
     timed_out = attempt(slow.url, timeout=0.3)
-    assert time.monotonic() - started < 1.5
     assert (timed_out.outcome, timed_out.error) == (Outcome.RETRY, "timed out after 0.3 s")
 
 
 def test_an_endless_answer_is_cut_at_the_size_cap(receiver_for) -> None:
+    # Reading on until the 5 s timeout would make it a timed-out retry; delivered means the
+    # sender stopped reading at the cap.
     endless = receiver_for(Reply(200, endless=True))
-    started = time.monotonic()
     result = attempt(endless.url, timeout=5.0, max_bytes=100_000)
-    assert result.outcome is Outcome.DELIVERED
-    assert time.monotonic() - started < 2.0
+    assert (result.outcome, result.error) == (Outcome.DELIVERED, None)
 
     failing = receiver_for(Reply(500, body=b"E" * 1_000_000))
     result = attempt(failing.url, max_bytes=1000)
