@@ -101,12 +101,19 @@ def ancestors_and_self(graph: Mapping[str, Any], roots: Iterable[str]) -> set[st
     return _reachable(graph, roots, lambda node: dependencies(graph, node))
 
 
-def descendants_and_self(graph: Mapping[str, Any], roots: Iterable[str]) -> set[str]:
-    """Every node that depends on ``roots``, directly or not, plus the roots."""
+def descendants_of_each(graph: Mapping[str, Any], nodes: Iterable[str]) -> dict[str, set[str]]:
+    """For each of ``nodes``, every node that depends on it, directly or not, plus itself."""
+    readers = _readers(graph)
+    return {node: _reachable(graph, [node], lambda current: readers.get(current, ()))
+            for node in nodes}
+
+
+def _readers(graph: Mapping[str, Any]) -> dict[str, list[str]]:
+    """node id -> the nodes that read from it."""
     readers: dict[str, list[str]] = {}
     for node_id, _, link in iter_links(graph):
         readers.setdefault(link.source, []).append(node_id)
-    return _reachable(graph, roots, lambda node: readers.get(node, ()))
+    return readers
 
 
 def _reachable(graph: Mapping[str, Any], roots: Iterable[str],

@@ -130,11 +130,13 @@ class _PromptChecker:
         problems = self._problems(outputs)
         if not problems:
             return PromptCheck(None, {}, outputs)
-        failed = graph_structure.descendants_and_self(self.prompt, problems)
+        downstream = graph_structure.descendants_of_each(self.prompt, problems)
+        failed = set().union(*downstream.values())
         node_errors = {
             node_id: {
                 "errors": errors,
-                "dependent_outputs": self._outputs_depending_on(node_id, outputs),
+                "dependent_outputs": [output for output in outputs
+                                      if output in downstream[node_id]],
                 "class_type": self.prompt[node_id]["class_type"],
             }
             for node_id, errors in problems.items()}
@@ -235,10 +237,6 @@ class _PromptChecker:
             if link is not None and link.source == source_id:
                 return name, list(value)
         raise AssertionError(f"node {node_id} has no link from {source_id}")
-
-    def _outputs_depending_on(self, node_id: str, outputs: list[str]) -> list[str]:
-        reached = graph_structure.descendants_and_self(self.prompt, [node_id])
-        return [output for output in outputs if output in reached]
 
 
 # --- the readable summary -----------------------------------------------------------------------
