@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from PIL import Image
 
@@ -108,6 +108,28 @@ def held_graph(prefix: str = "held") -> dict[str, Any]:
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
     }
+
+
+class OutputReader:
+    """Reads a binary stream (a process's stderr) on a thread as it comes, so a test can wait
+    for what a running command shows before acting."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        while chunk := os.read(stream.fileno(), 65536):
+            self._chunks.append(chunk)
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace")
+
+    def finish(self, timeout: float = 30.0) -> str:
+        """Everything, once the stream has ended (the process exited)."""
+        self._thread.join(timeout)
+        return self.text()
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,

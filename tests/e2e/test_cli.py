@@ -19,10 +19,12 @@ from comfyq import RunStatus
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import (
     GatedImageServer,
+    OutputReader,
     comfyq_command,
     held_graph,
     png_bytes,
     run_comfyq,
+    wait_until,
 )
 
 
@@ -54,20 +56,22 @@ def test_submit_wait_shows_node_being_executed_and_exits_0_on_success(env, tmp_p
         process = subprocess.Popen(
             [*comfyq_command(), "submit", str(graph_file), "--gpu", "A100",
              "--input", f"picture={gate.url()}", "--wait"],
-            env={**os.environ, **env}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        shown = OutputReader(process.stderr)
         try:
             assert gate.requested.wait(30), "the run never reached its image node"
-            time.sleep(1.0)  # the bar shows the node while its download is held
+            # The bar shows the node while its download is held.
+            wait_until(lambda: "running: Executing ComfyUIDeployExternalImage" in shown.text(),
+                       timeout=30, describe=shown.text)
             gate.open()
-            stdout, stderr = process.communicate(timeout=60)
+            process.wait(timeout=60)
         finally:
             if process.poll() is None:
                 process.kill()
+    stdout, stderr = process.stdout.read().decode(), shown.finish()
     assert process.returncode == 0, stderr
     run_id, status = stdout.split()
     assert status == "success"
-    assert "running: Executing ComfyUIDeployExternalImage" in stderr
     assert "100%" in stderr
     assert run_id in run_comfyq(env, "status", run_id).stdout
 
@@ -204,14 +208,21 @@ def test_cancel_of_a_queued_run(env, client):
 
 def test_queues_show_depth_oldest_wait_and_what_each_worker_executes(env, client, fleet,
                                                                        redis_client):
+    def queues_while(condition) -> tuple[float, dict, float] | None:
+        """`comfyq queues --json` by GPU type, with the times just before and after it ran,
+        once ``condition(states)`` holds."""
+        before = time.time()
+        states = {q["gpu_type"]: q for q in json.loads(
+            run_comfyq(env, "queues", "--json").stdout)}
+        return (before, states, time.time()) if condition(states) else None
+
     with GatedImageServer() as gate:
         busy = client.submit(request(held_graph("busy"), gpu="T4", inputs={"picture": gate.url()}))
         assert gate.requested.wait(30)
         waiting = [client.submit(request(gpu="T4")) for _ in range(2)]
-        time.sleep(1.0)
         try:
-            states = {q["gpu_type"]: q for q in json.loads(
-                run_comfyq(env, "queues", "--json").stdout)}
+            asked, states, answered = wait_until(lambda: queues_while(
+                lambda states: any(w["current_run"] == busy for w in states["T4"]["workers"])))
             table = run_comfyq(env, "queues").stdout
         finally:
             gate.open()
@@ -221,7 +232,10 @@ def test_queues_show_depth_oldest_wait_and_what_each_worker_executes(env, client
     t4, a100 = states["T4"], states["A100"]
     assert t4["queue"] == "comfyq.gpu.T4" and t4["depth"] == 2
     assert t4["oldest_waiting"]["run_id"] == waiting[0]
-    assert t4["oldest_waiting"]["age_seconds"] >= 1.0
+    # Its age: from when it was queued to when the command looked (ages are in milliseconds).
+    queued_at = client.get_run(waiting[0]).queued_at.timestamp()
+    assert asked - queued_at - 0.001 <= t4["oldest_waiting"]["age_seconds"] <= (
+        answered - queued_at + 0.001)
     t4_names = {w["name"] for w in fleet.workers(redis_client) if w.get("gpu_type") == "T4"}
     [t4_worker] = [w for w in t4["workers"] if w["name"] in t4_names]
     assert t4_worker["current_run"] == busy and t4_worker["device"] == "cpu"
@@ -247,7 +261,7 @@ def test_queues_count_a_queue_no_worker_consumes(env, fleet_settings, redis_clie
     assert states["H100"]["oldest_waiting"]["run_id"] == run_id
 
 
-# --- errors: one line, non-zero, quickly ---------------------------------------------------------
+# --- errors: one line, non-zero -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("command", [["status", "nope"], ["cancel", "nope"], ["outputs", "nope"]])
@@ -279,22 +293,20 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("command", [["status", "x"], ["runs"], ["queues"], ["outputs", "x"],
                                      ["cancel", "x"]])
-def test_redis_down_is_one_line_error_at_once(env, command):
+def test_redis_down_is_one_line_error(env, command):
     port = _closed_port()
-    started = time.monotonic()
     error = one_line_error(run_comfyq(
         {**env, "COMFYQ_REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"}, *command))
-    assert time.monotonic() - started < 10
     assert error.startswith(f"comfyq: error: Redis at redis://127.0.0.1:{port}/0 failed: ")
     assert "hunter2" not in error and "Connection refused" in error
 
 
-def test_redis_that_never_answers_is_one_line_error_within_seconds(env, tmp_path):
+def test_redis_that_never_answers_is_one_line_timeout_error(env, tmp_path):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections in the kernel, never answers
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        started = time.monotonic()
+        # Without its own timeout the command would hang until run_comfyq gives up (an error
+        # there, not this one-line timeout).
         error = one_line_error(run_comfyq({**env, "COMFYQ_REDIS_URL": url}, "runs"))
-    assert time.monotonic() - started < 15
     assert error.startswith(f"comfyq: error: Redis at {url} failed: Timeout")
