@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from comfyq import RunStatus
+from comfyq.redis import keys
 from tests.helpers import invert_graph, request
+from tests.ops_helpers import wait_until
 
 
 def worker_of(fleet, redis_client, gpu_type: str) -> str:
@@ -44,8 +44,14 @@ def test_success_records_png_output(client):
     assert (pixels == [0, 255, 255]).all()  # red inverted
 
 
-def test_final_webhook_only_unless_intermediate_asked(client):
+def test_final_webhook_only_unless_intermediate_asked(client, redis_client):
     from comfyq.devtools.local_receiver import WebhookReceiver
+
+    def outbox_done(run_id: str) -> bool:
+        """Every event of the run's outbox delivered, the final one (recorded last) among
+        them: nothing more can be sent for it."""
+        return (client.get_run(run_id).webhook_status == "delivered"
+                and redis_client.zcard(keys.webhook_run_queue(run_id)) == 0)
 
     with WebhookReceiver() as quiet, WebhookReceiver() as chatty:
         quiet_run = client.submit(request(webhook=quiet.url))
@@ -54,7 +60,7 @@ def test_final_webhook_only_unless_intermediate_asked(client):
         assert client.wait(chatty_run, 60).status == RunStatus.SUCCESS
         final = lambda ds: any(d.json()["status"] == "success" for d in ds)
         assert quiet.wait_for(final, 20) and chatty.wait_for(final, 20)
-        time.sleep(1.0)  # anything else would have arrived by now
+        wait_until(lambda: outbox_done(quiet_run) and outbox_done(chatty_run))
         quiet_bodies = [d.json() for d in quiet.accepted()]
         chatty_statuses = [d.json()["status"] for d in chatty.accepted()]
     assert [b["status"] for b in quiet_bodies] == ["success"]
