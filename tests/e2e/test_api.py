@@ -24,7 +24,7 @@ from comfyq import RunStatus
 from comfyq.execution.runner import CANCEL_CHECK_SECONDS
 from comfyq.redis import keys
 from tests.helpers import invert_graph, request
-from tests.ops_helpers import GatedImageServer, held_graph
+from tests.ops_helpers import GatedImageServer, held_graph, wait_until
 
 TOKENS = ("first-token", "second-token")
 MAX_BODY_BYTES = 64 * 1024
@@ -58,16 +58,15 @@ def free_port() -> int:
 
 
 def wait_for_health(root: str, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"comfyq api exited with code {process.returncode}")
         try:
-            if requests.get(f"{root}/health", timeout=1).status_code == 200:
-                return
+            return requests.get(f"{root}/health", timeout=1).status_code == 200
         except requests.ConnectionError:
-            time.sleep(0.1)
-    raise TimeoutError(f"no answer from {root}/health")
+            return False
+
+    wait_until(healthy, timeout=30, describe=lambda: f"no answer from {root}/health")
 
 
 def api_environment(fleet_settings) -> dict[str, str]:
@@ -189,13 +188,15 @@ def test_cancel_queued_and_running_runs(api, client):
         busy = api.call("POST", "/run/workflow/queue", json=request(
             held_graph("busy"), gpu="T4", inputs={"picture": gate.url()})).json()["run_id"]
         assert gate.requested.wait(30)
+        # The worker claimed the run (and last looked at its cancel flag) before its download
+        # began; it looks again at its first check CANCEL_CHECK_SECONDS after that.
+        next_look_due = time.time() + CANCEL_CHECK_SECONDS
         queued = api.call("POST", "/run/workflow/queue", json=request(gpu="T4")).json()["run_id"]
 
         cancelled_queued = api.call("POST", f"/run/{queued}/cancel")
         cancelled_running = api.call("POST", f"/run/{busy}/cancel", json={"function_id": "x"})
-        # A worker looks at the cancel flag at most every CANCEL_CHECK_SECONDS; let one pass so
-        # the next node sees it.
-        time.sleep(3 * CANCEL_CHECK_SECONDS)
+        # So the check at the next node asks Redis and sees the cancel.
+        wait_until(lambda: time.time() >= next_look_due, interval=0.02)
         gate.open()
         assert client.wait(busy, 60).status == RunStatus.CANCELLED
 
@@ -249,8 +250,10 @@ def test_sync_gives_up_at_the_server_limit_and_names_the_run(api, client):
         gate.open()
         run_id = answer.headers["x-comfyq-run-id"]
         assert client.wait(run_id, 60).status == RunStatus.SUCCESS
+    # It answered while the run was still held (it finished only once the gate opened), and
+    # not before its limit.
     assert answer.status_code == 504
-    assert SYNC_TIMEOUT_SECONDS <= waited < SYNC_TIMEOUT_SECONDS + 10
+    assert waited >= SYNC_TIMEOUT_SECONDS
     body = answer.json()
     assert body["run_id"] == run_id and body["status"] in ("started", "running")
     assert f"GET /run/{run_id}" in body["detail"]
@@ -300,11 +303,9 @@ def test_a_stream_the_client_leaves_lets_go_of_its_subscription(api, redis_clien
         next(data for name, data in events if name == "event_update" and data["event"] == "status")
         assert dict(redis_client.pubsub_numsub(channel))[channel] == 1
         response.close()
-        deadline = time.monotonic() + 10
-        while dict(redis_client.pubsub_numsub(channel))[channel] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        subscribers = dict(redis_client.pubsub_numsub(channel))[channel]
-    assert subscribers == 0
+        wait_until(lambda: dict(redis_client.pubsub_numsub(channel))[channel] == 0,
+                   timeout=10, interval=0.05,
+                   describe=lambda: redis_client.pubsub_numsub(channel))
 
 
 def test_a_stream_ends_with_stream_timeout_when_the_run_outlives_its_limit(fleet_settings, fleet,
@@ -323,7 +324,8 @@ def test_a_stream_ends_with_stream_timeout_when_the_run_outlives_its_limit(fleet
         gate.open()
         run_id = response.headers["x-comfyq-run-id"]
         assert client.wait(run_id, 60).status == RunStatus.SUCCESS
-    assert 1.0 <= took < 10
+    # The stream ended while the run was still held, and not before its limit.
+    assert took >= 1.0
     assert updates[-1]["event"] == "stream_timeout"
     assert updates[-1]["data"]["run_id"] == run_id
     assert updates[-1]["data"]["status"] in ("queued", "started", "running")
