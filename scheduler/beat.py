@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
-from comfyq.redis import keys
+from comfyq.redis import keys, scripts
 from comfyq.redis.connection import redis_client
 from comfyq.settings import get_settings
 
@@ -28,16 +28,6 @@ LOCK_TTL_SECONDS = 15
 #: Longest sleep between ticks, so the lock is renewed well inside its TTL.
 MAX_TICK_INTERVAL_SECONDS = 1.0
 
-#: Renew the lock if we hold it, else take it if it is free. Returns 1 when we hold it.
-_ACQUIRE_OR_RENEW_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] or not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
 
 class BeatLock:
     """A lock owned by one beat process, identified by a token."""
@@ -46,7 +36,7 @@ class BeatLock:
         self.client = client
         self.ttl_ms = int(ttl_seconds * 1000)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._script = client.register_script(_ACQUIRE_OR_RENEW_LUA)
+        self._script = scripts.BEAT_LOCK_HOLD.on(client)
 
     def hold(self) -> bool:
         """Take or renew the lock; True while this process holds it."""

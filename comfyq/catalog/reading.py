@@ -2,12 +2,12 @@
 
 Reading (producers). :class:`CatalogReader` keeps each GPU type's compiled catalog in the
 process and asks Redis at most once per :data:`CATALOG_CHECK_SECONDS` whether it changed: one
-round trip (a script answers the digest alone when it matches, else the new catalog too).
+round trip (``catalog_read.lua`` answers the digest alone when it matches, else the new
+catalog too).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -18,21 +18,10 @@ from typing import Any
 import redis
 
 from comfyq.catalog.validation import CompiledCatalog, compile_catalog
-from comfyq.redis import keys
+from comfyq.redis import keys, scripts
 
 #: Seconds a producer trusts its copy of a GPU type's catalog before asking Redis again.
 CATALOG_CHECK_SECONDS = 1.0
-
-
-_READ_SCRIPT = """
-local digest = redis.call('GET', KEYS[1])
-if not digest then return false end
-if digest == ARGV[1] then return {digest} end
-local catalog = redis.call('GET', KEYS[2])
-if not catalog then return false end
-return {digest, catalog}
-"""
-_READ_SCRIPT_SHA = hashlib.sha1(_READ_SCRIPT.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -81,11 +70,8 @@ class CatalogReader:
 
 
 def _run_read_script(client: redis.Redis, gpu_type: str, known_digest: str) -> list | None:
-    arguments = (2, keys.catalog_digest(gpu_type), keys.catalog(gpu_type), known_digest)
-    try:
-        return client.evalsha(_READ_SCRIPT_SHA, *arguments)
-    except redis.exceptions.NoScriptError:
-        return client.eval(_READ_SCRIPT, *arguments)
+    return scripts.CATALOG_READ.on(client)(
+        keys=[keys.catalog_digest(gpu_type), keys.catalog(gpu_type)], args=[known_digest])
 
 
 _readers: weakref.WeakKeyDictionary[redis.Redis, CatalogReader] = weakref.WeakKeyDictionary()

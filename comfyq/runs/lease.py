@@ -15,22 +15,9 @@ import uuid
 
 import redis
 
-from comfyq.redis import keys
+from comfyq.redis import keys, scripts
 
 logger = logging.getLogger(__name__)
-
-#: Extend the lease only if we still hold it.
-_RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-#: Drop the lease only if we still hold it.
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class LeaseLost(Exception):
@@ -56,8 +43,8 @@ class RunLease:
         self.key = keys.run_lease(run_id)
         self.token = f"{worker_name}:{uuid.uuid4().hex}"
         self.ttl_ms = max(100, int(ttl_seconds * 1000))
-        self._renew = client.register_script(_RENEW_LUA)
-        self._release = client.register_script(_RELEASE_LUA)
+        self._renew = scripts.LEASE_RENEW.on(client)
+        self._release = scripts.LEASE_RELEASE.on(client)
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None

@@ -1,96 +1,26 @@
 """The run record in Redis: created by the producer, moved forward by workers, read by everyone.
 
-A record is a Redis hash (``comfyq.redis.keys.run``). ``status`` is stored as plain text so scripts can
-compare it; every other field is JSON. Status changes go through one Lua script so that they are
-atomic and only ever move forward: a finished run never goes back to running, whatever order two
-workers' writes arrive in. Every change is announced on the run's pub/sub channel, which is what
-``wait`` listens to.
+A record is a Redis hash (``comfyq.redis.keys.run``). ``status`` is stored as plain text so
+scripts can compare it; every other field is JSON. Status changes go through one Lua script
+(``run_transition.lua``) so that they are atomic and only ever move forward: a finished run never
+goes back to running, whatever order two workers' writes arrive in. Every change is announced on
+the run's pub/sub channel, which is what ``wait`` listens to. Times come from the store's
+``clock`` (``time.time`` unless the caller passes another, as tests do to let time pass).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from comfyq.errors import RunNotFound
-from comfyq.models import FINAL_RANK, STATUS_RANK, RunStatus
-from comfyq.redis import keys
+from comfyq.models import RunStatus
+from comfyq.redis import keys, scripts
 from comfyq.runs.codec import decode_fields, decode_record, encode_fields
-
-#: Shared by the scripts below: apply a status change (and the field/value pairs in ARGV from
-#: ``first_field`` on) to a run whose current rank is ``rank``, keeping the active/queued indexes
-#: in step with the status and announcing the change. Only forward moves apply, unless ``mode`` is
-#: 'force' (re-queueing). KEYS: record, updates channel, lease, active index, queued index.
-_MOVE_LUA = f"""
-local function move(rank, new_status, new_rank, mode, run_id, moment, retention, first_field)
-  if new_status ~= '' then
-    if new_rank <= rank and not string.find(mode, 'force', 1, true) then return false end
-    redis.call('HSET', KEYS[1], 'status', new_status, 'rank', new_rank)
-    if new_rank >= {FINAL_RANK} then
-      redis.call('ZREM', KEYS[4], run_id)
-      redis.call('ZREM', KEYS[5], run_id)
-      redis.call('EXPIRE', KEYS[1], retention)
-    elseif new_rank == {STATUS_RANK[RunStatus.QUEUED]} then
-      redis.call('ZREM', KEYS[4], run_id)
-      redis.call('ZADD', KEYS[5], moment, run_id)
-    elseif new_rank >= {STATUS_RANK[RunStatus.STARTED]} then
-      redis.call('ZREM', KEYS[5], run_id)
-      redis.call('ZADD', KEYS[4], moment, run_id)
-    end
-  end
-  if #ARGV >= first_field then redis.call('HSET', KEYS[1], unpack(ARGV, first_field)) end
-  redis.call('PUBLISH', KEYS[2], new_status)
-  return true
-end
-"""
-
-#: A status change and/or field update of a run that is not final.
-#: ARGV: new status ('' = keep), its rank, mode ('force' and/or 'from=<status>,<status>': apply
-#: only while the run has one of those statuses), lease token ('' = unfenced; else the write
-#: applies only while that token holds the lease), seconds to keep a final record, now, run id,
-#: then field/value pairs. Returns the status the run had before, or false when not applied.
-_TRANSITION_LUA = _MOVE_LUA + f"""
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return false end
-local only_from = string.match(ARGV[3], 'from=([%w%-,]+)')
-if only_from and not string.find(',' .. only_from .. ',', ',' .. status .. ',', 1, true) then
-  return false
-end
-local rank = tonumber(redis.call('HGET', KEYS[1], 'rank'))
-if rank >= {FINAL_RANK} then return false end
-local fence = ARGV[4]
-if fence ~= '' and redis.call('GET', KEYS[3]) ~= fence then return false end
-if move(rank, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[7], ARGV[6], ARGV[5], 8) then
-  -- A worker's final write gives its lease back in the same step.
-  if fence ~= '' and tonumber(ARGV[2]) >= {FINAL_RANK} then redis.call('DEL', KEYS[3]) end
-  return status
-end
-return false
-"""
-
-#: A worker's claim of a run, in one round trip: read the fields it needs, and unless the run is
-#: final, cancelled or leased by another worker, take its lease, count the attempt and move it to
-#: 'started'. KEYS: as above, plus the cancel flag. ARGV: lease token, lease TTL (ms), seconds to
-#: keep a final record, now, run id, number of field names, the names, then the field/value
-#: pairs to set. Returns {outcome, status, attempts, values...}; outcome is one of 'missing',
-#: 'final', 'cancel', 'leased', 'claimed'.
-_CLAIM_LUA = _MOVE_LUA + f"""
-local count = tonumber(ARGV[6])
-local values = redis.call('HMGET', KEYS[1], 'status', 'rank', 'attempts', unpack(ARGV, 7, 6 + count))
-local status, rank = values[1], tonumber(values[2])
-if not status then return {{'missing'}} end
-if rank >= {FINAL_RANK} then return {{'final', status}} end
-if redis.call('EXISTS', KEYS[6]) == 1 then return {{'cancel', status}} end
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {{'leased', status}} end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-move(rank, '{RunStatus.STARTED.value}', {STATUS_RANK[RunStatus.STARTED]}, '', ARGV[5], ARGV[4], ARGV[3], 7 + count)
-values[3] = attempts
-return {{'claimed', unpack(values)}}
-"""
 
 
 def now() -> float:
@@ -119,19 +49,23 @@ class RunStore:
     """Reads and writes run records.
 
     :param client: a redis-py client created with ``decode_responses=True``.
+    :param retention_seconds: how long a final record is kept.
+    :param clock: Unix seconds now; the time of every write and of the maintenance's cutoffs.
     """
 
-    def __init__(self, client: redis.Redis, retention_seconds: float = 7 * 24 * 3600) -> None:
+    def __init__(self, client: redis.Redis, retention_seconds: float = 7 * 24 * 3600,
+                 clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.retention_seconds = retention_seconds
-        self._transition = client.register_script(_TRANSITION_LUA)
-        self._claim = client.register_script(_CLAIM_LUA)
+        self.clock = clock
+        self._transition = scripts.RUN_TRANSITION.on(client)
+        self._claim = scripts.RUN_CLAIM.on(client)
 
     def create(self, run_id: str, status: RunStatus, fields: Mapping[str, Any],
                pipeline: redis.client.Pipeline | None = None) -> None:
         """Write a new record (in ``pipeline`` when given, so the caller can batch it)."""
         target = pipeline if pipeline is not None else self.client
-        created = fields.get("created_at", now())
+        created = fields.get("created_at", self.clock())
         target.hset(
             keys.run(run_id),
             mapping={"status": status.value, "rank": str(status.rank)}
@@ -161,18 +95,18 @@ class RunStore:
         ``only_from`` applies the change only while the run has one of those statuses. A final
         move fenced by ``lease_token`` also releases that lease.
         """
-        mode = ";".join(filter(None, [
-            "force" if force else "",
-            "from=" + ",".join(s.value for s in only_from) if only_from else ""]))
-        moment = now()
+        moment = self.clock()
+        allowed = [status.value for status in only_from]
         args = [
             status.value if status else "",
             str(status.rank if status else 0),
-            mode,
+            "1" if force else "0",
             lease_token or "",
             str(int(self.retention_seconds)),
             repr(moment),
             run_id,
+            str(len(allowed)),
+            *allowed,
             *encode_fields({"updated_at": moment, **(fields or {})}),
         ]
         previous = self._transition(keys=_script_keys(run_id), args=args)
@@ -180,12 +114,12 @@ class RunStore:
 
     def claim(self, run_id: str, names: Sequence[str], lease_token: str, lease_ttl: float,
               started_fields: Mapping[str, Any]) -> Claim:
-        """A worker's claim of a run before executing it (see ``_CLAIM_LUA``), in one round trip.
+        """A worker's claim of a run before executing it (``run_claim.lua``), in one round trip.
 
         On success the run is ``started``, leased to ``lease_token`` and its attempt counted,
         and ``started_fields`` are set.
         """
-        moment = now()
+        moment = self.clock()
         args = [lease_token, str(max(100, int(lease_ttl * 1000))), str(int(self.retention_seconds)),
                 repr(moment), run_id, str(len(names)), *names,
                 *encode_fields({"updated_at": moment, **started_fields})]

@@ -38,6 +38,7 @@ import redis
 
 from comfyq.redis import keys
 from comfyq.webhooks import scripts
+from comfyq.webhooks.delivery_states import LIST_STATES
 from comfyq.webhooks.safety import (
     AddressPolicy,
     UnresolvableWebhookHost,
@@ -64,11 +65,7 @@ RUN_ATTEMPTS_KEPT = 50
 DELIVERED_INDEX_SIZE = 1000
 #: Run outbox keys outlive the longest retry schedule by this much.
 RUN_KEYS_MARGIN_SECONDS = 7 * 24 * 3600
-#: States :func:`list_deliveries` can filter on.
-LIST_STATES = ("waiting", "pending", "retrying", "in_flight", "delivered", "dead", "gone")
 
-_EVENT_PREFIX = keys.webhook_event("")
-_RUN_PREFIX = keys.webhook_run("")
 _VERDICT_STATE = {"delivered": "delivered", "retry": "retrying", "rejected": "dead",
                   "exhausted": "dead", "gone": "gone"}
 
@@ -142,17 +139,13 @@ def record_event(client: redis.Redis, run_id: str, webhook_url: str | None,
     text = _body_text(run_id, body)
     event_id = f"msg_{uuid.uuid4().hex}"
     kind = "status" if status_changed or final else "progress"
-    answer = scripts.record_script(client, [
-        keys.webhook_run(run_id), keys.webhook_run_queue(run_id), keys.WEBHOOKS_DUE,
-        keys.WEBHOOKS_OUTSTANDING, keys.WEBHOOKS_GONE_URLS, keys.run(run_id),
-    ], [
-        _EVENT_PREFIX, event_id, run_id, webhook_url, kind, "1" if final else "0",
-        repr(time.time() if now is None else now), settings.webhook_progress_interval_seconds,
-        text, _run_keys_ttl(settings),
+    answer = scripts.record(client, run_id, event_id, [
+        webhook_url, kind, "1" if final else "0", repr(time.time() if now is None else now),
+        settings.webhook_progress_interval_seconds, text, _run_keys_ttl(settings),
     ])
-    if answer[0] == 0:
+    if answer[0] != "recorded":
         logger.info("no webhook event for run %s: %s", run_id,
-                    "its final event was already recorded" if answer[1] == "final"
+                    "its final event was already recorded" if answer[0] == "final"
                     else f"{display_url(webhook_url)} answered 410 Gone before")
         return None
     return event_id
@@ -210,19 +203,14 @@ def _settle(client: redis.Redis, event_id: str, event: Mapping[str, str], attemp
               "at": round(started, 3), "status_code": result.status_code,
               "latency_ms": result.latency_ms, "error": result.error}
     log = json.loads(event.get("log") or "[]") + [record]
-    answer = scripts.finish_script(client, [
-        keys.webhook_event(event_id), keys.webhook_run(run_id), keys.webhook_run_queue(run_id),
-        keys.WEBHOOKS_DUE, keys.WEBHOOKS_INFLIGHT, keys.WEBHOOKS_OUTSTANDING,
-        keys.WEBHOOKS_DELIVERED, keys.WEBHOOKS_DEAD, keys.webhook_run_dead(run_id),
-        keys.webhook_run_attempts(run_id), keys.run(run_id), keys.WEBHOOKS_GONE_URLS,
-    ], [
-        _EVENT_PREFIX, event_id, attempt, verdict, repr(finished), repr(next_at or 0.0),
+    answer = scripts.finish(client, run_id, event_id, [
+        attempt, verdict, repr(finished), repr(next_at or 0.0),
         json.dumps(record, separators=(",", ":")), json.dumps(log, separators=(",", ":")),
         settings.webhook_progress_interval_seconds,
         repr(finished + settings.webhook_claim_timeout_seconds),
         int(settings.webhook_delivered_retention_seconds), DELIVERED_INDEX_SIZE,
         "" if result.status_code is None else result.status_code, result.error or "",
-        _run_keys_ttl(settings), RUN_ATTEMPTS_KEPT,
+        _run_keys_ttl(settings), RUN_ATTEMPTS_KEPT, repr(started),
     ])
     if answer[0] == "stale":
         logger.warning("webhook %s attempt %d finished after it was presumed lost; its outcome "
@@ -248,11 +236,8 @@ def deliver_event(client: redis.Redis, event_id: str, now: float | None = None, 
     _require_decoded(client)
     settings = settings or get_webhook_settings()
     started = time.time() if now is None else now
-    answer = scripts.start_script(client, [
-        keys.webhook_event(event_id), keys.WEBHOOKS_DUE, keys.WEBHOOKS_INFLIGHT,
-        keys.WEBHOOKS_GONE_URLS,
-    ], [_EVENT_PREFIX, event_id, repr(started), repr(started + settings.lease_seconds),
-        _RUN_PREFIX])
+    answer = scripts.start(client, event_id,
+                           [repr(started), repr(started + settings.lease_seconds)])
     if answer[0] == "skip":
         return DeliveryOutcome(event_id, "skipped", error=f"nothing to send (event {answer[1]})")
     attempt, url_gone, flat = int(answer[1]), answer[2] == 1, answer[3]
@@ -283,8 +268,7 @@ def _hand_off(client: redis.Redis, event_ids: list[str], send: Callable[[str], A
             send(event_id)
         except Exception:
             for unsent in event_ids[index:]:
-                scripts.unclaim_script(client, [keys.WEBHOOKS_INFLIGHT, keys.WEBHOOKS_DUE],
-                                       [_EVENT_PREFIX, unsent, repr(now)])
+                scripts.unclaim(client, unsent, now)
             raise
     return len(event_ids)
 
@@ -302,16 +286,15 @@ def enqueue_due(client: redis.Redis, now: float, send: Callable[[str], Any], *,
     settings = settings or get_webhook_settings()
     total = 0
     while True:
-        claimed, lost, lost_attempts = scripts.claim_script(
-            client, [keys.WEBHOOKS_DUE, keys.WEBHOOKS_INFLIGHT],
-            [_EVENT_PREFIX, repr(now), repr(now + settings.webhook_claim_timeout_seconds),
-             CLAIM_BATCH, repr(now + settings.lease_seconds)])
-        for event_id, attempt in zip(lost, lost_attempts):
+        found = scripts.claim(client, now, now + settings.webhook_claim_timeout_seconds,
+                              now + settings.lease_seconds, CLAIM_BATCH)
+        claimed = found.claimed
+        for event_id, attempt in zip(found.lost, found.lost_attempts):
             outcome = _settle_lost(client, event_id, int(attempt), now, settings)
             if outcome.next_event_id:
                 claimed.append(outcome.next_event_id)
         total += _hand_off(client, claimed, send, now)
-        if len(claimed) + len(lost) < CLAIM_BATCH:
+        if not found.more:
             return total
 
 
@@ -343,12 +326,9 @@ def redeliver(client: redis.Redis, run_id: str, now: float | None = None, *,
     """
     _require_decoded(client)
     settings = settings or get_webhook_settings()
-    return int(scripts.redeliver_script(client, [
-        keys.webhook_run_dead(run_id), keys.webhook_run_queue(run_id), keys.webhook_run(run_id),
-        keys.WEBHOOKS_DUE, keys.WEBHOOKS_DEAD, keys.WEBHOOKS_OUTSTANDING,
-        keys.WEBHOOKS_GONE_URLS, keys.run(run_id),
-    ], [_EVENT_PREFIX, repr(time.time() if now is None else now),
-        settings.webhook_progress_interval_seconds, _run_keys_ttl(settings)]))
+    return scripts.redeliver(client, run_id, [
+        repr(time.time() if now is None else now), settings.webhook_progress_interval_seconds,
+        _run_keys_ttl(settings)])
 
 
 def _display_state(event: Mapping[str, str]) -> str:
