@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from comfyq.nodes import NODE_CLASS_MAPPINGS
 from comfyq.redis import keys
 from comfyq.worker_presence import announce_presence
 from comfyq.workers.presence import start_worker_publisher, worker_description
+from tests.ops_helpers import wait_until
 
 BUILT_INS = build_catalog(NODE_CLASS_MAPPINGS)
 
@@ -268,7 +268,7 @@ def _pack_fleets(url: str, tmp_path_factory) -> Iterator[dict[str, Any]]:
         try:
             with_packs.wait_ready(client, 90, callbacks=False)
             plain.wait_ready(client, 90, callbacks=False)
-            wait_for(lambda: publishers(client, "A100") == 2)
+            wait_until(lambda: publishers(client, "A100") == 2, timeout=30)
         except Exception:
             for log in logs.iterdir():
                 print(log.read_text()[-4000:])
@@ -281,14 +281,6 @@ def publishers(client: redis.Redis, gpu_type: str) -> int:
     """How many workers have published a catalog for ``gpu_type``."""
     published = published_catalog(client, gpu_type)
     return 0 if published is None else len(published.workers)
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -342,5 +334,5 @@ def test_workers_of_one_type_with_different_packs_offer_only_the_common_nodes(
 def test_when_the_worker_without_the_pack_stops_its_peers_catalog_remains(pack_fleets) -> None:
     pack_fleets["plain"].stop()
     client = pack_fleets["client"]
-    wait_for(lambda: "ChannelSwap" in published_catalog(client, "A100").catalog, 30)
+    wait_until(lambda: "ChannelSwap" in published_catalog(client, "A100").catalog, 30)
     assert publishers(client, "A100") == 1

@@ -6,12 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from tests.helpers import request
+from tests.ops_helpers import wait_until
 
 
 def free_port() -> int:
@@ -20,27 +20,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, auth=("ops", "secret"), timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
 @pytest.fixture
-def flower(fleet_settings, tmp_path):
+def flower(fleet_settings, redis_client, tmp_path):
     env, _ = fleet_settings
     port = free_port()
+    # Flower follows task events with a pattern subscription (kombu's Redis fanout); nothing
+    # else in the session subscribes to patterns.
+    patterns_before = redis_client.pubsub_numpat()
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "comfyq.tasks.app", "flower", f"--port={port}",
          "--address=127.0.0.1", "--basic-auth=ops:secret"],
         env={**os.environ, **env}, stdout=open(tmp_path / "flower.log", "wb"),
         stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/api/workers", auth=("ops", "secret"), timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    else:
+    try:
+        wait_until(lambda: answers(f"{base}/api/workers"), timeout=60, interval=0.3,
+                   describe=lambda: (tmp_path / "flower.log").read_text()[-2000:])
+        # Its event consumer attached before the run is sent, or it would miss the run.
+        wait_until(lambda: redis_client.pubsub_numpat() > patterns_before, timeout=30)
+    except AssertionError:
         process.kill()
-        pytest.fail((tmp_path / "flower.log").read_text()[-2000:])
-    time.sleep(1.0)  # let Flower's event consumer attach before the run is sent
+        raise
     yield base
     process.terminate()
     process.wait(timeout=20)
@@ -50,13 +57,13 @@ def test_flower_lists_runs_by_task_name_and_run_id(client, flower):
     assert requests.get(f"{flower}/api/tasks", timeout=5).status_code == 401
     run_id = client.submit(request(gpu="A100"))
     assert client.wait(run_id, timeout=60).status.value == "success"
-    deadline = time.monotonic() + 20
-    task = None
-    while time.monotonic() < deadline and not (task and task.get("state") == "SUCCESS"):
+
+    def finished_task() -> dict | None:
         tasks = requests.get(f"{flower}/api/tasks", auth=("ops", "secret"), timeout=5).json()
         task = tasks.get(run_id)
-        time.sleep(0.3)
-    assert task is not None, "Flower never saw the run's task"
+        return task if task and task.get("state") == "SUCCESS" else None
+
+    task = wait_until(finished_task, timeout=20, interval=0.3)
     assert task["name"] == "comfyq.execute_run"
     assert run_id in task["args"]
     assert task["state"] == "SUCCESS" and task["result"] == "'success'"

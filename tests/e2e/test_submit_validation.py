@@ -7,7 +7,6 @@ on every built-in is covered by the validation unit tests; here the whole path i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,16 +19,15 @@ from comfyq.inputs import ExternalInputError
 from comfyq.producer.graph_check import CatalogUnavailable
 from comfyq.redis import keys
 from tests.helpers import invert_graph, request
+from tests.ops_helpers import wait_until
 
 
 @pytest.fixture(scope="module")
 def published(fleet, redis_url) -> None:
     """Wait until the session fleet's workers have published their catalogs."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    deadline = time.monotonic() + 30
-    while not all(published_catalog(client, gpu) for gpu in ("A100", "T4")):
-        assert time.monotonic() < deadline, "the fleet published no catalog"
-        time.sleep(0.1)
+    wait_until(lambda: all(published_catalog(client, gpu) for gpu in ("A100", "T4")),
+               timeout=30, describe=lambda: "the fleet published no catalog")
     client.close()
 
 
