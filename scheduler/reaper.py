@@ -10,7 +10,8 @@
 - **Retention**: index entries of expired records and output files older than the retention go.
 
 Each function takes what it needs and returns how many runs it acted on, so the Celery tasks in
-``tasks.maintenance`` stay thin and the logic is testable on its own.
+``tasks.maintenance`` stay thin and the logic is testable on its own. The time is the store's
+``clock``, which tests replace to let time pass.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from comfyq.execution.runner import worker_lost_error
 from comfyq.models import RunStatus
 from comfyq.redis import keys
 from comfyq.runs.hooks import RunHooks
-from comfyq.runs.store import RunStore, now
+from comfyq.runs.store import RunStore
 from comfyq.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def _reap_executing(store: RunStore, settings: Settings, publish: Publish,
         if RunStatus(record["status"]) not in EXECUTING:
             continue
         limit = record.get("max_run_seconds") or settings.max_run_seconds
-        if now() > (record.get("started_at") or now()) + limit + settings.timeout_grace_seconds:
+        moment = store.clock()
+        if moment > (record.get("started_at") or moment) + limit + settings.timeout_grace_seconds:
             acted += _time_out(store, settings, run_id, limit, hooks)
         elif not leased:
             acted += _recover_dead_worker(store, settings, run_id, record, publish, hooks)
@@ -70,8 +72,9 @@ def _time_out(store: RunStore, settings: Settings, run_id: str, limit: float,
     error = {"exception_type": "RunTimeout",
              "exception_message": f"the run exceeded its time limit of {limit:g} s and did not "
                                   f"stop within {settings.timeout_grace_seconds:g} s"}
-    if store.move(run_id, RunStatus.TIMEOUT, {"ended_at": now(), "live_status": "Timed out",
-                                               "error": error}, only_from=EXECUTING):
+    if store.move(run_id, RunStatus.TIMEOUT, {"ended_at": store.clock(),
+                                               "live_status": "Timed out", "error": error},
+                  only_from=EXECUTING):
         logger.warning("run %s timed out (limit %g s)", run_id, limit)
         hooks.changed(run_id, True)
         return 1
@@ -84,14 +87,14 @@ def _recover_dead_worker(store: RunStore, settings: Settings, run_id: str, recor
     worker = record.get("worker") or "its worker"
     if attempts >= settings.max_attempts:
         moved = store.move(run_id, RunStatus.FAILED, {
-            "ended_at": now(), "live_status": f"Failed: {worker} stopped answering",
+            "ended_at": store.clock(), "live_status": f"Failed: {worker} stopped answering",
             "error": worker_lost_error(attempts)}, only_from=EXECUTING)
         if moved:
             logger.error("run %s failed after %d attempts", run_id, attempts)
             hooks.changed(run_id, True)
         return int(moved is not None)
     moved = store.move(run_id, RunStatus.QUEUED, {
-        "queued_at": now(), "live_status": f"Re-queued: {worker} stopped answering",
+        "queued_at": store.clock(), "live_status": f"Re-queued: {worker} stopped answering",
         "progress": 0.0}, force=True, only_from=EXECUTING)
     if moved:
         publish(run_id, record["gpu"])
@@ -102,13 +105,13 @@ def _recover_dead_worker(store: RunStore, settings: Settings, run_id: str, recor
 
 
 def _expire_queue_waits(store: RunStore, settings: Settings, hooks: RunHooks) -> int:
-    cutoff = now() - settings.max_queue_seconds
+    cutoff = store.clock() - settings.max_queue_seconds
     acted = 0
     for run_id in store.client.zrangebyscore(keys.QUEUED_RUNS, "-inf", cutoff):
         error = {"exception_type": "QueueTimeout",
                  "exception_message": f"no worker picked the run up within "
                                       f"{settings.max_queue_seconds:g} s"}
-        if store.move(run_id, RunStatus.TIMEOUT, {"ended_at": now(), "error": error,
+        if store.move(run_id, RunStatus.TIMEOUT, {"ended_at": store.clock(), "error": error,
                                                    "live_status": "Timed out in queue"},
                       only_from=(RunStatus.QUEUED,)):
             hooks.changed(run_id, True)
@@ -126,7 +129,7 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
     worker died between taking the message and claiming the run. That message only comes back
     after the visibility timeout, so the run is treated as lost.
     """
-    cutoff = now() - settings.lost_message_seconds
+    cutoff = store.clock() - settings.lost_message_seconds
     suspects = store.client.zrangebyscore(keys.QUEUED_RUNS, "-inf", cutoff)
     if not suspects:
         return 0
@@ -143,8 +146,9 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
             continue
         if record["status"] == RunStatus.QUEUED.value:
             logger.warning("run %s is queued but its message is gone; re-publishing", run_id)
-            store.move(run_id, None, {"queued_at": now()})
-            store.client.zadd(keys.QUEUED_RUNS, {run_id: now()})
+            moment = store.clock()
+            store.move(run_id, None, {"queued_at": moment})
+            store.client.zadd(keys.QUEUED_RUNS, {run_id: moment})
             broker.publish_run(run_id, record["gpu"])
             republished += 1
     return republished
@@ -152,7 +156,7 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
 
 def expire_old_runs(store: RunStore, settings: Settings) -> int:
     """Drop index entries of expired records, and output folders older than the retention."""
-    cutoff = now() - settings.run_retention_seconds
+    cutoff = store.clock() - settings.run_retention_seconds
     client = store.client
     stale = [run_id for run_id in client.zrangebyscore(keys.RUNS_INDEX, "-inf", cutoff)
              if not client.exists(keys.run(run_id))]

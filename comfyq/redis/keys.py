@@ -2,12 +2,38 @@
 
 All keys share the ``comfyq:`` prefix so one Redis can hold comfyq beside other data, and so
 ``redis-cli --scan --pattern 'comfyq:*'`` shows everything comfyq owns.
+
+Hash tags (for Redis Cluster). The keys of one run carry the run id as their hash tag
+(``comfyq:run:{<run_id>}``, ``...:lease``, ``...:cancel``, the webhook outbox's
+``comfyq:webhooks:run:{<run_id>}...``), and the keys of one GPU type's catalog carry the GPU
+type, so each lands in one slot and a script or transaction touching only them could run on a
+cluster. The Lua scripts (``comfyq/redis/lua``) and the keys they touch:
+
+- ``lease_renew``, ``lease_release``: one run's lease only; ``beat_lock_hold``: ``BEAT_LOCK``
+  only; ``catalog_read``: one GPU type's catalog keys only. Ready for a cluster as they are.
+- ``run_transition``, ``run_claim``: one run's keys, plus the cross-run indexes ``ACTIVE_RUNS``
+  and ``QUEUED_RUNS``, kept in step with the status in the same step. On a cluster those
+  indexes would have to move out of the scripts (updated after them, with the reaper repairing
+  a missed update) or be split per slot (one index per hash slot, read by scanning them all).
+  ``RUNS_INDEX`` is written beside the record (``RunStore.create``), not by a script.
+- The webhook outbox's scripts (``outbox_*``): one run's outbox keys and record, plus the
+  cross-run ``WEBHOOKS_DUE``, ``WEBHOOKS_INFLIGHT``, ``WEBHOOKS_OUTSTANDING``,
+  ``WEBHOOKS_DELIVERED``, ``WEBHOOKS_DEAD`` and ``WEBHOOKS_GONE_URLS``, and event hashes, which
+  are named by event id alone (the ``webhook-id`` receivers see, and the one name a delivery task
+  gets). On a cluster the event ids would have to carry their run's tag, and the indexes be
+  split per slot, with the scheduler claiming from each.
 """
 
 from __future__ import annotations
 
 #: Prefix of every key comfyq writes.
 PREFIX = "comfyq"
+
+
+def _tag(name: str) -> str:
+    """``name`` as a Redis Cluster hash tag: only it decides the slot of a key that holds it."""
+    return "{" + name + "}"
+
 
 # --- runs -------------------------------------------------------------------------------------
 
@@ -17,22 +43,22 @@ RUNS_INDEX = f"{PREFIX}:runs"
 
 def run(run_id: str) -> str:
     """Hash holding one run's record (each field a JSON value, ``status`` plain)."""
-    return f"{PREFIX}:run:{run_id}"
+    return f"{PREFIX}:run:{_tag(run_id)}"
 
 
 def run_updates(run_id: str) -> str:
     """Pub/sub channel announcing every change of one run's record."""
-    return f"{PREFIX}:run:{run_id}:updates"
+    return f"{run(run_id)}:updates"
 
 
 def run_cancel(run_id: str) -> str:
     """String set once a run is asked to stop; workers poll it between nodes."""
-    return f"{PREFIX}:run:{run_id}:cancel"
+    return f"{run(run_id)}:cancel"
 
 
 def run_lease(run_id: str) -> str:
     """String holding the token of the worker executing the run; expires without heartbeats."""
-    return f"{PREFIX}:run:{run_id}:lease"
+    return f"{run(run_id)}:lease"
 
 
 #: Sorted set of runs a worker has started and not finished, scored by start time (the reaper's
@@ -58,12 +84,12 @@ def idempotency(key: str) -> str:
 
 def catalog(gpu_type: str) -> str:
     """The node catalog (ComfyUI ``/object_info`` JSON) that the workers of ``gpu_type`` offer."""
-    return f"{PREFIX}:catalog:{gpu_type}"
+    return f"{PREFIX}:catalog:{_tag(gpu_type)}"
 
 
 def worker_catalogs(gpu_type: str) -> str:
     """Hash worker name -> that worker's own catalog JSON, for one GPU type."""
-    return f"{PREFIX}:catalog:{gpu_type}:workers"
+    return f"{catalog(gpu_type)}:workers"
 
 
 # --- catalog publishing (comfyq.catalog.registry) ---------------------------------------------
@@ -71,12 +97,12 @@ def worker_catalogs(gpu_type: str) -> str:
 
 def catalog_digest(gpu_type: str) -> str:
     """String: SHA-256 of the combined catalog JSON; producers re-read the catalog on change."""
-    return f"{PREFIX}:catalog:{gpu_type}:digest"
+    return f"{catalog(gpu_type)}:digest"
 
 
 def worker_catalog_info(gpu_type: str) -> str:
     """Hash worker name -> JSON ``{published_at, failed_packs}`` of that worker's catalog."""
-    return f"{PREFIX}:catalog:{gpu_type}:info"
+    return f"{catalog(gpu_type)}:info"
 
 
 # --- webhooks -----------------------------------------------------------------------------------
@@ -107,22 +133,22 @@ def webhook_event(event_id: str) -> str:
 
 def webhook_run(run_id: str) -> str:
     """Hash of one run's outbox state: last seq, the event in delivery, last send time."""
-    return f"{WEBHOOKS}:run:{run_id}"
+    return f"{WEBHOOKS}:run:{_tag(run_id)}"
 
 
 def webhook_run_queue(run_id: str) -> str:
     """Sorted set of one run's undelivered events (score: seq); the lowest is delivered next."""
-    return f"{WEBHOOKS}:run:{run_id}:queue"
+    return f"{webhook_run(run_id)}:queue"
 
 
 def webhook_run_dead(run_id: str) -> str:
     """Sorted set of one run's dead-lettered or gone events (score: seq), for redelivery."""
-    return f"{WEBHOOKS}:run:{run_id}:dead"
+    return f"{webhook_run(run_id)}:dead"
 
 
 def webhook_run_attempts(run_id: str) -> str:
     """List of one run's latest delivery attempts (JSON each), mirrored into its record."""
-    return f"{WEBHOOKS}:run:{run_id}:attempts"
+    return f"{webhook_run(run_id)}:attempts"
 
 
 # --- scheduler ----------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The maintenance on its own: lost messages, queue-wait timeouts, dead workers, retention,
-the single-beat lock and idempotent submits, against a real Redis and real broker queues."""
+the single-beat lock and idempotent submits, against a real Redis and real broker queues.
+
+Time passes by moving the store's clock forward, never by sleeping."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from comfyq.broker import gpu_queue
 from comfyq.broker.messages import message_run_ids
 from comfyq.broker.redis_transport import UNACKED_HASH, UNACKED_INDEX
 from comfyq.models import FINAL_STATUSES
+from comfyq.redis import keys
 from comfyq.runs.hooks import RunHooks
 from comfyq.scheduler import reaper
 from comfyq.scheduler.beat import BeatLock
@@ -28,14 +31,43 @@ def plain(fresh_redis):
     return fresh_redis
 
 
+class MovableClock:
+    """The real time, plus however far the test moved it forward."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
 @pytest.fixture
-def make_client(fresh_redis_url, tmp_path):
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def make_client(fresh_redis_url, tmp_path, clock):
     def build(**overrides) -> Client:
         settings = Settings(redis_url=fresh_redis_url, gpu_types=["A100"], default_gpu="A100",
                             data_dir=tmp_path, **overrides)
-        return Client(settings=settings,
-                      webhook_settings=WebhookSettings(webhook_allow_loopback=True))
+        client = Client(settings=settings,
+                        webhook_settings=WebhookSettings(webhook_allow_loopback=True))
+        client.store.clock = clock
+        return client
     return build
+
+
+def expire_now(plain: redis.Redis, key: str) -> None:
+    """Let Redis expire ``key`` at once, as its TTL would (the clock does not move Redis's)."""
+    plain.pexpire(key, 1)
+    deadline = time.monotonic() + 5
+    while plain.exists(key):
+        assert time.monotonic() < deadline, f"{key} did not expire"
+        time.sleep(0.005)
 
 
 def queued_ids(plain: redis.Redis) -> set[str]:
@@ -55,24 +87,26 @@ def announced() -> tuple[list, RunHooks]:
     return observer.calls, RunHooks([observer])
 
 
-def test_queued_run_whose_message_vanished_is_republished(make_client, plain):
-    client = make_client(lost_message_seconds=0.01)
+def test_queued_run_whose_message_vanished_is_republished(make_client, plain, clock):
+    client = make_client(lost_message_seconds=30)
     run_id = client.submit(request(gpu="A100"))
     kept = client.submit(request(gpu="A100"))
     plain.delete(gpu_queue("A100"))  # the broker lost both messages...
     client.broker.publish_run(kept, "A100")  # ...but one was published again meanwhile
-    time.sleep(0.05)
+    assert reaper.recover_lost_messages(client.store, client.settings, client.broker) == 0
+    clock.advance(31)
     republished = reaper.recover_lost_messages(client.store, client.settings, client.broker)
     assert republished == 1
     assert queued_ids(plain) == {run_id, kept}
     assert client.get_run(run_id).status == RunStatus.QUEUED
 
 
-def test_run_nobody_picks_up_times_out_in_the_queue(make_client, plain):
-    client = make_client(max_queue_seconds=0.05)
+def test_run_nobody_picks_up_times_out_in_the_queue(make_client, plain, clock):
+    client = make_client(max_queue_seconds=60)
     run_id = client.submit(request(gpu="A100"))
-    time.sleep(0.1)
     calls, announce = announced()
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, announce) == 0
+    clock.advance(61)
     assert reaper.reap_runs(client.store, client.settings, lambda *_: None, announce) == 1
     run = client.get_run(run_id)
     assert run.status == RunStatus.TIMEOUT
@@ -84,9 +118,9 @@ def start_as_dead_worker(client: Client, plain: redis.Redis, run_id: str, attemp
     """Claim the run like a worker would, then let its lease vanish as if the worker died."""
     for _ in range(attempts):
         claim = client.store.claim(run_id, (), "dead-worker-token", 30,
-                                   {"worker": "gpu9@gone", "started_at": time.time()})
+                                   {"worker": "gpu9@gone", "started_at": client.store.clock()})
         assert claim.claimed
-        plain.delete(f"comfyq:run:{run_id}:lease")
+        plain.delete(keys.run_lease(run_id))
         if _ < attempts - 1:
             client.store.move(run_id, RunStatus.QUEUED, {}, force=True)
 
@@ -119,34 +153,40 @@ def test_run_alive_under_its_lease_is_left_alone(make_client, plain):
     assert client.get_run(run_id).status == RunStatus.STARTED
 
 
-def test_run_past_its_limit_and_grace_times_out_even_while_leased(make_client, plain):
-    client = make_client(max_run_seconds=0.01, timeout_grace_seconds=0.01)
+def test_run_past_its_limit_and_grace_times_out_even_while_leased(make_client, plain, clock):
+    client = make_client(max_run_seconds=60, timeout_grace_seconds=10)
     run_id = client.submit(request(gpu="A100"))
-    assert client.store.claim(run_id, (), "stuck-token", 30, {"started_at": time.time()}).claimed
-    time.sleep(0.05)
+    assert client.store.claim(run_id, (), "stuck-token", 30, {"started_at": clock()}).claimed
+    clock.advance(65)
+    assert reaper.reap_runs(client.store, client.settings, lambda *_: None, RunHooks()) == 0
+    clock.advance(6)
     assert reaper.reap_runs(client.store, client.settings, lambda *_: None, RunHooks()) == 1
     run = client.get_run(run_id)
     assert run.status == RunStatus.TIMEOUT and run.error["exception_type"] == "RunTimeout"
     assert client.store.cancel_requested(run_id)  # the stuck worker is told to stop
 
 
-def test_finished_records_expire_and_old_outputs_are_swept(make_client, plain, tmp_path):
-    client = make_client(run_retention_seconds=1)
+def test_finished_records_expire_and_old_outputs_are_swept(make_client, plain, tmp_path, clock):
+    client = make_client(run_retention_seconds=60)
     run_id = client.submit(request(gpu="A100"))
     client.cancel(run_id)
-    assert 0 < plain.ttl(f"comfyq:run:{run_id}") <= 1
+    assert 0 < plain.ttl(keys.run(run_id)) <= 60
     old_output = client.settings.output_dir / run_id
     old_output.mkdir(parents=True)
-    os.utime(old_output, (time.time() - 10, time.time() - 10))
-    time.sleep(1.2)
+    os.utime(old_output, (clock() - 10, clock() - 10))
+    expire_now(plain, keys.run(run_id))
+    assert reaper.expire_old_runs(client.store, client.settings) == 0  # not old enough yet
+    assert plain.zscore(keys.RUNS_INDEX, run_id) is not None and old_output.exists()
+    clock.advance(61)
     assert reaper.expire_old_runs(client.store, client.settings) == 1
-    assert plain.zscore("comfyq:runs", run_id) is None and not old_output.exists()
+    assert plain.zscore(keys.RUNS_INDEX, run_id) is None and not old_output.exists()
 
 
 def test_only_one_beat_holds_the_lock(plain):
-    first, second = BeatLock(plain, ttl_seconds=0.5), BeatLock(plain, ttl_seconds=0.5)
+    first, second = BeatLock(plain, ttl_seconds=30), BeatLock(plain, ttl_seconds=30)
     assert first.hold() and not second.hold() and first.hold()
-    time.sleep(0.7)  # the first beat died without releasing
+    assert 29_000 < plain.pttl(keys.BEAT_LOCK) <= 30_000
+    expire_now(plain, keys.BEAT_LOCK)  # the first beat died without releasing
     assert second.hold() and not first.hold()
     second.release()
     assert first.hold()
@@ -170,13 +210,13 @@ def test_final_statuses_never_move(make_client):
     assert client.get_run(run_id).status == RunStatus.CANCELLED
 
 
-def test_queued_run_whose_message_a_dead_worker_took_is_republished(make_client, plain):
-    client = make_client(lost_message_seconds=0.2)
+def test_queued_run_whose_message_a_dead_worker_took_is_republished(make_client, plain, clock):
+    client = make_client(lost_message_seconds=30)
     abandoned = client.submit(request(gpu="A100"))
     fresh = client.submit(request(gpu="A100"))
-    time.sleep(0.3)  # both runs have been queued for longer than lost_message_seconds
+    clock.advance(31)  # both runs have been queued for longer than lost_message_seconds
     # Two workers took one message each (as kombu records it), then one of them died.
-    for run_id, taken in ((abandoned, time.time() - 5), (fresh, time.time())):
+    for run_id, taken in ((abandoned, clock() - 35), (fresh, clock())):
         raw = next(m for m in plain.lrange(gpu_queue("A100"), 0, -1) if run_id in m)
         plain.lrem(gpu_queue("A100"), 1, raw)
         plain.hset(UNACKED_HASH, run_id + "-tag", f'[{raw}, "", "A100"]')

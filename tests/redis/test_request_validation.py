@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from comfyq import Client, InvalidRunRequest, UnknownGpuType, WorkflowRunRequest
+from comfyq.redis import keys
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
 from tests.helpers import comfyq_keys, invert_graph, request
@@ -106,7 +107,7 @@ def test_a_broken_graph_cannot_be_deployed(client, redis_client):
     graph["2"]["inputs"]["image"] = ["99", 0]
     with pytest.raises(InvalidRunRequest, match="links to node '99'"):
         client.deploy_workflow("broken", graph)
-    assert redis_client.get("comfyq:workflow:broken") is None
+    assert redis_client.get(keys.workflow("broken")) is None
 
 
 def test_a_model_gets_the_same_graph_checks(client):
