@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from comfyq.devtools.comfyui_standin import StandinComfyUI
 from comfyq.devtools.standin_process import StandinProcess
 from comfyq.execution.runner import RunDeadlinePassed
 from comfyq.run_context import RunCancelled, RunContext
+from tests.ops_helpers import wait_until
 
 # --- graphs ---------------------------------------------------------------------------------
 
@@ -99,6 +100,15 @@ class Run:
 
     def execute(self, graph: dict[str, Any], inputs: dict[str, Any] | None = None) -> dict:
         return self.backend.execute(graph, inputs, self.context, self._started)
+
+    def cancel_once(self, condition: Callable[[], object]) -> threading.Thread:
+        """Cancel the run, from another thread, once ``condition()`` holds."""
+        def cancel() -> None:
+            wait_until(condition, timeout=30, interval=0.02)
+            self.stop.cancelled.set()
+        thread = threading.Thread(target=cancel, daemon=True)
+        thread.start()
+        return thread
 
 
 def options(url: str, **overrides: Any) -> ComfyUIOptions:
@@ -221,32 +231,32 @@ def test_execution_error_keeps_node_exception_and_traceback(backend, tmp_path):
 
 def test_cancel_interrupts_the_running_prompt(standin, backend, tmp_path):
     run = Run(backend, tmp_path)
-    threading.Timer(0.5, run.stop.cancelled.set).start()
-    began = time.monotonic()
+    run.cancel_once(lambda: run.progress)  # inside the 20 s node
     with pytest.raises(RunCancelled):
         run.execute(chain(sleep(20, 200)))
-    assert time.monotonic() - began < 3
     messages = history(standin.url, run.run_id)["status"]["messages"]
     assert messages[-1][0] == "execution_interrupted" and messages[-1][1]["node_id"] == "10"
+    assert run.progress[-1][0] < 200  # stopped inside the node, not after it
 
 
 def test_cancel_of_a_queued_prompt_deletes_it_from_comfyuis_queue(standin, backend, tmp_path):
+    def queue() -> dict[str, Any]:
+        return requests.get(f"{standin.url}/queue", timeout=10).json()
+
     blocker = f"other-client-{uuid.uuid4().hex[:6]}"
     requests.post(f"{standin.url}/prompt", timeout=10, json={
-        "prompt": chain(sleep(2.0, 20), prefix="other"), "prompt_id": blocker})
+        "prompt": chain(sleep(30, 300), prefix="other"), "prompt_id": blocker})
     run = Run(backend, tmp_path)
-    threading.Timer(0.5, run.stop.cancelled.set).start()
-    began = time.monotonic()
+    run.cancel_once(lambda: any(item[1] == run.run_id for item in queue()["queue_pending"]))
     try:
         with pytest.raises(RunCancelled):
             run.execute(invert_graph())
-        assert time.monotonic() - began < 1.5
-        queue = requests.get(f"{standin.url}/queue", timeout=10).json()
-        assert [item[1] for item in queue["queue_running"]] == [blocker]
-        assert queue["queue_pending"] == []
+        # Cancelled while the other client's prompt still runs: not waited out behind it.
+        assert [item[1] for item in queue()["queue_running"]] == [blocker]
+        assert queue()["queue_pending"] == []
     finally:
         requests.post(f"{standin.url}/interrupt", json={"prompt_id": blocker}, timeout=10)
-    time.sleep(0.3)
+    wait_until(lambda: queue() == {"queue_running": [], "queue_pending": []}, timeout=30)
     assert history(standin.url, run.run_id) == {}  # it never ran
 
 
@@ -260,8 +270,11 @@ def test_a_node_that_never_yields_ends_the_run_after_the_grace_period(tmp_path):
         elapsed = time.monotonic() - began
         queue = requests.get(f"{server.url}/queue", timeout=10).json()
         backend.close()
-    assert 1.4 < elapsed < 3.5
-    assert [item[1] for item in queue["queue_running"]] == [run.run_id]  # still stuck there
+    # It asked ComfyUI to interrupt, gave it the grace period, and gave up on the prompt that
+    # is still stuck there (its node yields only after 60 s).
+    assert server.queue.interrupted.is_set()
+    assert elapsed >= 1.0
+    assert [item[1] for item in queue["queue_running"]] == [run.run_id]
 
 
 # --- lost connections and servers -------------------------------------------------------------
@@ -281,8 +294,7 @@ def test_websocket_dropped_mid_run_is_recovered(standin, backend, tmp_path, refu
 
 def kill_when_started(run: Run, server: StandinProcess, restart: bool) -> threading.Thread:
     def kill() -> None:
-        assert run.node_started.wait(20)
-        time.sleep(0.3)
+        wait_until(lambda: run.progress, timeout=30, interval=0.02)  # inside the slow node
         if restart:
             server.restart()
         else:
@@ -325,14 +337,13 @@ def test_server_gone_for_good_fails_the_run_after_the_wait(tmp_path):
         backend = ComfyUIBackend(options(server.url, unavailable_seconds=1.5))
         run = Run(backend, tmp_path)
         killer = kill_when_started(run, server, restart=False)
-        began = time.monotonic()
         with pytest.raises(ComfyUIRunError) as failure:
             run.execute(chain(sleep(5, 50)))
         killer.join()
         backend.close()
     assert failure.value.exception_type == "ComfyUIServerLost"
     assert "no answer for 1.5 s" in failure.value.exception_message
-    assert time.monotonic() - began < 6
+    assert run.progress[-1][0] < 50  # given up on, not waited out
 
 
 def test_server_that_stops_answering_does_not_hang_the_run(tmp_path):
@@ -346,13 +357,12 @@ def test_server_that_stops_answering_does_not_hang_the_run(tmp_path):
             server.process.send_signal(signal.SIGSTOP)
 
         threading.Thread(target=freeze).start()
-        began = time.monotonic()
         with pytest.raises(ComfyUIRunError) as failure:
             run.execute(chain(sleep(0.2, 1), ("StandinSleep", {"seconds": 30,
                                                                "progress_steps": 0})))
         backend.close()
+    # The frozen server never answers again: the run ended on its own limits.
     assert failure.value.exception_type == "ComfyUIServerLost"
-    assert time.monotonic() - began < 8
 
 
 # --- input images ----------------------------------------------------------------------------------
@@ -436,16 +446,6 @@ def test_unreachable_image_url_fails_the_run_on_its_node(tmp_path):
 WORKER_GPU = "A100"
 
 
-def wait_until(predicate, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class ComfyUIFleet:
     """A stand-in ComfyUI process, a ``comfyq worker`` bound to it, and a client."""
 
@@ -487,7 +487,8 @@ class ComfyUIFleet:
             self.fleet.wait_ready(self.redis, timeout=90)
             # The worker publishes its server's catalog: a class only the server has shows it.
             wait_until(lambda: (published := published_catalog(self.redis, WORKER_GPU))
-                       and self.server_class in published.catalog, 30, "the server's catalog")
+                       and self.server_class in published.catalog, timeout=30,
+                       describe=lambda: "the server's catalog")
         except Exception:
             print((self.root / "fleet.log").read_text()[-6000:])
             raise
@@ -509,6 +510,11 @@ class ComfyUIFleet:
 
     def live_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).live_status or ""
+
+    def standin_queue_running(self) -> list[str]:
+        """Prompt ids the stand-in ComfyUI is executing now."""
+        queue = requests.get(f"{self.standin.url}/queue", timeout=10).json()
+        return [item[1] for item in queue["queue_running"]]
 
 
 @pytest.fixture(scope="module")
@@ -588,11 +594,11 @@ def test_cancel_deletes_a_queued_prompt_and_interrupts_a_running_one(comfyui_fle
 
     url = comfyui_fleet.standin.url
     blocker = f"someone-else-{uuid.uuid4().hex[:6]}"
-    requests.post(f"{url}/prompt", json={"prompt": chain(sleep(3, 30), prefix="busy"),
+    requests.post(f"{url}/prompt", json={"prompt": chain(sleep(30, 300), prefix="busy"),
                                          "prompt_id": blocker}, timeout=10)
     queued = comfyui_fleet.submit(invert_graph())
     wait_until(lambda: any(item[1] == queued for item in requests.get(
-        f"{url}/queue", timeout=10).json()["queue_pending"]), 30, "the prompt queued on ComfyUI")
+        f"{url}/queue", timeout=10).json()["queue_pending"]), timeout=30)
     comfyui_fleet.client.cancel(queued)
     assert comfyui_fleet.wait(queued, 10).status == RunStatus.CANCELLED
     assert queued not in str(requests.get(f"{url}/queue", timeout=10).json())
@@ -600,11 +606,11 @@ def test_cancel_deletes_a_queued_prompt_and_interrupts_a_running_one(comfyui_fle
 
     running = comfyui_fleet.submit(chain(sleep(30, 300)))
     wait_until(lambda: comfyui_fleet.live_status(running).startswith("Executing StandinSleep"),
-               30, "the run to execute")
-    began = time.monotonic()
+               timeout=30)
     comfyui_fleet.client.cancel(running)
     run = comfyui_fleet.wait(running, 10)
-    assert run.status == RunStatus.CANCELLED and time.monotonic() - began < 3
+    assert run.status == RunStatus.CANCELLED
+    # Interrupted inside its 30 s node, not waited out.
     assert history(url, running)["status"]["messages"][-1][0] == "execution_interrupted"
     assert history(url, queued) == {}
 
@@ -614,7 +620,7 @@ def test_server_killed_mid_run_the_run_is_retried_on_the_restarted_server(comfyu
 
     run_id = comfyui_fleet.submit(chain(sleep(2, 20)))
     wait_until(lambda: comfyui_fleet.live_status(run_id).startswith("Executing StandinSleep"),
-               30, "the run to execute")
+               timeout=30)
     comfyui_fleet.standin.restart()
     run = comfyui_fleet.wait(run_id)
     assert run.status == RunStatus.SUCCESS, run.error
@@ -639,8 +645,9 @@ def test_node_that_never_yields_is_timed_out_after_the_grace_period(comfyui_flee
         run = comfyui_fleet.wait(run_id, 20)
         assert run.status == RunStatus.TIMEOUT
         assert run.error["exception_type"] == "RunTimeout"
-        # The 2 s limit, then 1 s of grace for ComfyUI to confirm the interrupt it cannot do.
-        assert 2.5 < run.run_duration < 6
+        # Not before its 2 s limit; ended by it, not by the ten-minute node.
+        assert run.run_duration >= 2.0
+        assert comfyui_fleet.standin_queue_running() == [run_id]
     finally:
         comfyui_fleet.standin.restart()  # the node would hold the server for ten minutes
 
@@ -690,7 +697,7 @@ def test_worker_launches_its_comfyui_pinned_to_its_device_and_restarts_it(fresh_
         assert (folders / "output" / "comfyq" / first.id / "inverted_00001_.png").is_file()
 
         os.kill(launch["pid"], signal.SIGKILL)
-        wait_until(lambda: len(launches(log)) == 2, 30, "the server to be relaunched")
+        wait_until(lambda: len(launches(log)) == 2, timeout=30)
         second = fleet.wait(fleet.submit(invert_graph()))
         assert second.status == RunStatus.SUCCESS, second.error
         assert local_file(second.outputs[0].data["images"][0]["url"]).is_file()
