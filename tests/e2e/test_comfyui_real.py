@@ -5,23 +5,23 @@ EmptyImage -> ImageInvert -> SaveImage must come back as the very PNG ComfyUI wr
 its ``/view`` too), a missing upload must fail with ComfyUI's own node_errors, a corrupt one with
 its execution_error, and a cancel must interrupt the running prompt. Start a ComfyUI 0.3.64 with
 ``python main.py --cpu --listen 127.0.0.1 --port 8188`` (CPU is enough), then e.g.
-``COMFYQ_TEST_COMFYUI_URL=http://127.0.0.1:8188 pytest -q -s tests/e2e/test_comfyui_real.py``.
+``COMFYQ_TEST_COMFYUI_URL=http://127.0.0.1:8188 pytest -q tests/e2e/test_comfyui_real.py``.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import time
 import uuid
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
-from test_comfyui_backend import ComfyUIFleet, history, local_file, wait_until
 
 from comfyq import RunStatus
+from tests.e2e.test_comfyui_backend import ComfyUIFleet, history, local_file
+from tests.ops_helpers import wait_until
 
 COMFYUI_URL = os.environ.get("COMFYQ_TEST_COMFYUI_URL", "").rstrip("/")
 
@@ -40,7 +40,7 @@ def real_fleet(database_pool, tmp_path_factory):
             fleet.stop()
 
 
-def test_invert_graph_gives_the_png_comfyui_wrote(real_fleet):
+def test_invert_graph_gives_the_png_comfyui_wrote(real_fleet, record_counts):
     color = int.from_bytes(os.urandom(3), "big")  # a fresh graph, so ComfyUI cannot reuse files
     graph = {
         "1": {"class_type": "EmptyImage",
@@ -49,9 +49,7 @@ def test_invert_graph_gives_the_png_comfyui_wrote(real_fleet):
         "3": {"class_type": "SaveImage",
               "inputs": {"images": ["2", 0], "filename_prefix": "comfyq_real"}},
     }
-    began = time.monotonic()
     run = real_fleet.wait(real_fleet.submit(graph), timeout=120)
-    elapsed = time.monotonic() - began
     assert run.status == RunStatus.SUCCESS, run.error
     [image] = run.outputs[0].data["images"]
     ours = local_file(image["url"]).read_bytes()
@@ -61,28 +59,25 @@ def test_invert_graph_gives_the_png_comfyui_wrote(real_fleet):
     channels = np.array([(color >> 16) & 255, (color >> 8) & 255, color & 255], np.float32)
     expected = (np.float32(255) * (np.float32(1) - channels / np.float32(255))).astype(np.uint8)
     pixels = np.asarray(Image.open(io.BytesIO(ours)))
-    print(f"\nreal ComfyUI {COMFYUI_URL}: run {run.id} {run.status.value} in {elapsed:.3f} s; "
-          f"ComfyUI wrote {theirs_record['subfolder']}/{theirs_record['filename']} "
-          f"({len(theirs)} bytes), comfyq stored {image['subfolder']}/{image['filename']} "
-          f"({len(ours)} bytes); identical: {ours == theirs}; pixels {pixels.shape} all "
-          f"{pixels[0, 0].tolist()} (expected {expected.tolist()})")
+    record_counts(comfyui=COMFYUI_URL, status=run.status.value, bytes_written=len(theirs),
+                  bytes_stored=len(ours), identical=ours == theirs)
     assert ours == theirs
     assert theirs_record["subfolder"] == f"comfyq/{run.id}"
     assert image["filename"] == theirs_record["filename"] == "comfyq_real_00001_.png"
     assert pixels.shape == (48, 64, 3) and (pixels == expected).all()
 
 
-def test_missing_upload_fails_with_comfyuis_node_errors(real_fleet):
+def test_missing_upload_fails_with_comfyuis_node_errors(real_fleet, record_counts):
     graph = {"1": {"class_type": "LoadImage", "inputs": {"image": f"{uuid.uuid4().hex}.png"}},
              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
     run = real_fleet.wait(real_fleet.submit(graph), timeout=60)
-    print(f"\nmissing upload: {run.status.value}: {run.live_status}")
+    record_counts(status=run.status.value, live_status=repr(run.live_status))
     assert run.status == RunStatus.FAILED
     [problem] = run.error["node_errors"]["1"]["errors"]
     assert problem["type"] == "custom_validation_failed"
 
 
-def test_corrupt_upload_fails_with_comfyuis_execution_error(real_fleet):
+def test_corrupt_upload_fails_with_comfyuis_execution_error(real_fleet, record_counts):
     name = f"comfyq-corrupt-{uuid.uuid4().hex[:8]}.png"
     corrupt = b"\x89PNG\r\n\x1a\n" + b"this is not really a png" * 4
     stored = requests.post(f"{COMFYUI_URL}/upload/image", timeout=30,
@@ -91,7 +86,7 @@ def test_corrupt_upload_fails_with_comfyuis_execution_error(real_fleet):
     graph = {"1": {"class_type": "LoadImage", "inputs": {"image": stored["name"]}},
              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
     run = real_fleet.wait(real_fleet.submit(graph), timeout=60)
-    print(f"\ncorrupt upload: {run.status.value}: {run.live_status}")
+    record_counts(status=run.status.value, live_status=repr(run.live_status))
     assert run.status == RunStatus.FAILED
     assert (run.error["node_id"], run.error["node_type"]) == ("1", "LoadImage")
     assert (run.error["exception_type"], run.error["exception_message"]) == (
@@ -99,7 +94,7 @@ def test_corrupt_upload_fails_with_comfyuis_execution_error(real_fleet):
     assert "LoadImage" in run.error["traceback"] or "load_image" in run.error["traceback"]
 
 
-def test_cancel_interrupts_the_prompt_running_on_comfyui(real_fleet):
+def test_cancel_interrupts_the_prompt_running_on_comfyui(real_fleet, record_counts):
     graph = {"1": {"class_type": "EmptyImage", "inputs": {
         "width": 1024, "height": 1024, "batch_size": 1,
         "color": int.from_bytes(os.urandom(3), "big")}}}
@@ -110,15 +105,13 @@ def test_cancel_interrupts_the_prompt_running_on_comfyui(real_fleet):
         previous = str(node)
     graph["99"] = {"class_type": "PreviewImage", "inputs": {"images": [previous, 0]}}
     run_id = real_fleet.submit(graph)
-    wait_until(lambda: real_fleet.live_status(run_id).startswith("Executing ImageBlur"), 60,
-               "a blur to run")
-    began = time.monotonic()
+    wait_until(lambda: real_fleet.live_status(run_id).startswith("Executing ImageBlur"),
+               timeout=60)
     real_fleet.client.cancel(run_id)
     run = real_fleet.wait(run_id, timeout=30)
-    elapsed = time.monotonic() - began
     entry = history(COMFYUI_URL, run_id)
     last = entry["status"]["messages"][-1]
-    print(f"\ncancel: {run.status.value} {elapsed:.2f} s after the cancel; ComfyUI: {last[0]} "
-          f"at node {last[1].get('node_id')}")
+    record_counts(status=run.status.value, comfyui_said=last[0],
+                  at_node=last[1].get("node_id"))
     assert run.status == RunStatus.CANCELLED
     assert last[0] == "execution_interrupted"
