@@ -279,17 +279,19 @@ def test_a_node_that_never_yields_ends_the_run_after_the_grace_period(tmp_path):
 
 # --- lost connections and servers -------------------------------------------------------------
 
-@pytest.mark.parametrize("refuse_seconds", [0.2, 1.5], ids=["reconnect-mid-run",
-                                                          "finished-while-away"])
-def test_websocket_dropped_mid_run_is_recovered(standin, backend, tmp_path, refuse_seconds):
+@pytest.mark.parametrize(("refuse_seconds", "sleep_seconds"), [(0.2, 3.0), (1.5, 0.6)],
+                         ids=["reconnect-mid-run", "finished-while-away"])
+def test_websocket_dropped_mid_run_is_recovered(standin, backend, tmp_path, refuse_seconds,
+                                                sleep_seconds):
+    steps = round(sleep_seconds * 10)
     run = Run(backend, tmp_path)
     graph = chain(("StandinDropWebsockets", {"refuse_seconds": refuse_seconds}),
-                  sleep(0.6, 6))
+                  sleep(sleep_seconds, steps))
     outputs = run.execute(graph)
     [image] = outputs["99"]["images"]
     assert (tmp_path / "outputs" / run.run_id / image["filename"]).is_file()
-    if refuse_seconds < 0.6:  # reconnected while the sleep still ran: its progress came
-        assert run.progress and run.progress[-1][:2] == (6.0, 6.0)
+    if refuse_seconds < sleep_seconds:  # reconnected while the sleep still ran: progress came
+        assert run.progress and run.progress[-1][:2] == (float(steps), float(steps))
 
 
 def kill_when_started(run: Run, server: StandinProcess, restart: bool) -> threading.Thread:
