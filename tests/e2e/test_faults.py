@@ -243,6 +243,7 @@ def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database,
                   runs_retried=retried, overlapping_executions=overlaps)
     assert killer.error is None, killer.error
     assert killer.landed["pool process"] > 0 and killer.landed["worker"] > 0, killer.landed
+    assert killer.missed == 0  # every victim was alive, and died of its kill
     assert len(statuses) == len(run_ids)
     assert successes == len(run_ids), statuses
     assert overlaps == 0
@@ -404,6 +405,8 @@ def test_cancel_at_each_stage(database, tmp_path, record_counts):
     # Stopped inside its 5 s node: the node started and never completed.
     assert middle_run.status == RunStatus.CANCELLED and middle_run.progress < 1
     assert [e[0] for e in executions(plain, middle)] == ["start"]
+    assert all(outcomes[stage].cancelled for stage in ("queued", "started", "mid-node"))
+    assert outcomes["queued"].status == RunStatus.CANCELLED
     assert not outcomes["finished"].cancelled and "already finished" in outcomes["finished"].message
     assert finals == {queued: "cancelled", early: "cancelled", middle: "cancelled",
                       done: "success"}
