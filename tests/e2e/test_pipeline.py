@@ -83,7 +83,9 @@ def test_webhook_answered_500_twice_is_delivered_on_retry(client):
         attempts = list(receiver.deliveries)
     assert [d.status_answered for d in attempts] == [500, 500, 200]
     assert len({d.headers.get("webhook-id") for d in attempts}) == 1
-    assert client.get_run(run_id).webhook_status == "delivered"
+    # The worker records the outcome once the receiver's answer is back: after it was received.
+    wait_until(lambda: client.get_run(run_id).webhook_status == "delivered",
+               describe=lambda: client.get_run(run_id).webhook_status)
 
 
 def test_failing_node_fails_the_run_with_node_and_message(client):
