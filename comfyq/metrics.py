@@ -38,8 +38,8 @@ from comfyq.models import FINAL_STATUSES
 from comfyq.queue_overview import QueueState, queue_states
 from comfyq.redis import keys
 from comfyq.redis.connection import QUICK_TIMEOUT_SECONDS, redis_client
-from comfyq.runs.codec import decode_value
-from comfyq.runs.store import now
+from comfyq.runs.indexes import RunIndexes
+from comfyq.runs.store import RunStore, now
 from comfyq.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ INDEX_OVERLAP_SECONDS = 30.0
 #: Seconds a Redis command of a scrape may take before the scrape reports Redis as down.
 REDIS_TIMEOUT_SECONDS = QUICK_TIMEOUT_SECONDS
 _FINAL_VALUES = frozenset(status.value for status in FINAL_STATUSES)
-_RUN_FIELDS = ("status", "gpu", "queued_at", "started_at", "ended_at")
+_TIMES = ("queued_at", "started_at", "ended_at")
+_RUN_FIELDS = ("gpu", *_TIMES)
 
 
 class IndexFollower:
@@ -135,29 +136,26 @@ class RunMetrics:
             self._followed.setdefault(run_id, _Followed(False, False))
         if not self._followed:
             return
-        run_ids = list(self._followed)
-        pipeline = client.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipeline.hmget(keys.run(run_id), _RUN_FIELDS)
-        for run_id, values in zip(run_ids, pipeline.execute()):
-            if self._account(self._followed[run_id], values):
+        seen = RunStore(client).fields_of(list(self._followed), _RUN_FIELDS)
+        for run_id, record in seen.items():
+            if self._account(self._followed[run_id], record):
                 del self._followed[run_id]
 
     def _start(self, client: redis.Redis, moment: float) -> None:
         """Runs waiting or executing now are followed to their end, but not counted as new."""
         self._index.start(client, moment)
-        for run_id in client.zrange(keys.QUEUED_RUNS, 0, -1):
+        indexes = RunIndexes(client)
+        for run_id in indexes.queued():
             self._followed[run_id] = _Followed(True, False)
-        for run_id in client.zrange(keys.ACTIVE_RUNS, 0, -1):
+        for run_id in indexes.active():
             self._followed[run_id] = _Followed(True, True)
 
-    def _account(self, followed: _Followed, values: list[str | None]) -> bool:
+    def _account(self, followed: _Followed, record: dict[str, Any] | None) -> bool:
         """Count what happened to one run since the last look; True once it is done with."""
-        status = values[0]
-        if status is None:
+        if record is None:
             return True  # expired, or removed because its submit failed
-        gpu, queued_at, started_at, ended_at = map(decode_value, values[1:])
-        gpu = gpu or "unknown"
+        status, gpu = record["status"], record["gpu"] or "unknown"
+        queued_at, started_at, ended_at = (record[name] for name in _TIMES)
         if not followed.submitted_counted:
             self.submitted.labels(gpu).inc()
             followed.submitted_counted = True

@@ -17,9 +17,7 @@ import redis
 
 from comfyq.broker import Broker, gpu_queue
 from comfyq.models import RunStatus
-from comfyq.redis import keys
-from comfyq.runs.codec import decode_value
-from comfyq.runs.store import now
+from comfyq.runs.store import RunStore, now
 from comfyq.worker_presence import online_workers
 
 #: Messages looked at, from the oldest end, to find the oldest run that still waits (messages of
@@ -36,35 +34,24 @@ class WaitingRun:
     age_seconds: float
 
 
-def oldest_waiting_run(broker: Broker, records: redis.Redis, gpu_type: str,
+def oldest_waiting_run(broker: Broker, store: RunStore, gpu_type: str,
                        moment: float | None = None) -> WaitingRun | None:
     """The run that has waited longest among the queue's messages whose run is still queued."""
     moment = now() if moment is None else moment
     candidates = broker.waiting_run_ids(gpu_type, oldest=OLDEST_SCAN_WINDOW)
-    if not candidates:
-        return None
-    pipeline = records.pipeline(transaction=False)
-    for run_id in candidates:
-        pipeline.hmget(keys.run(run_id), ["status", "queued_at"])
-    waiting = [WaitingRun(run_id, float(queued_at), round(moment - float(queued_at), 3))
-               for run_id, (status, queued_at) in zip(candidates, pipeline.execute())
-               if status == RunStatus.QUEUED.value and queued_at is not None]
+    seen = store.fields_of(candidates, ("queued_at",))
+    waiting = [WaitingRun(run_id, record["queued_at"], round(moment - record["queued_at"], 3))
+               for run_id, record in seen.items()
+               if record and record["status"] == RunStatus.QUEUED.value
+               and record["queued_at"] is not None]
     return min(waiting, key=lambda run: run.queued_at, default=None)
 
 
-def current_runs(records: redis.Redis) -> dict[str, str]:
+def current_runs(store: RunStore) -> dict[str, str]:
     """Worker name -> the run it is executing, from the runs started and not finished."""
-    run_ids = records.zrange(keys.ACTIVE_RUNS, 0, -1)
-    if not run_ids:
-        return {}
-    pipeline = records.pipeline(transaction=False)
-    for run_id in run_ids:
-        pipeline.hget(keys.run(run_id), "worker")
-    executing: dict[str, str] = {}
-    for run_id, worker in zip(run_ids, pipeline.execute()):
-        if worker:
-            executing[decode_value(worker)] = run_id
-    return executing
+    seen = store.fields_of(store.indexes.active(), ("worker",))
+    return {record["worker"]: run_id for run_id, record in seen.items()
+            if record and record["worker"]}
 
 
 @dataclass(frozen=True)
@@ -113,12 +100,13 @@ def queue_states(records: redis.Redis, broker: Broker, gpu_types: Iterable[str],
     :param broker: the broker holding the queues.
     """
     moment = now() if moment is None else moment
+    store = RunStore(records)
     workers = online_workers(records)
-    executing = current_runs(records)
+    executing = current_runs(store)
     states = []
     for gpu_type in _gpu_types(gpu_types, workers):
         queue = gpu_queue(gpu_type)
         serving = [_worker_state(w, executing) for w in workers if w.get("gpu_type") == gpu_type]
         states.append(QueueState(gpu_type, queue, broker.queue_depth(gpu_type),
-                                 oldest_waiting_run(broker, records, gpu_type, moment), serving))
+                                 oldest_waiting_run(broker, store, gpu_type, moment), serving))
     return states

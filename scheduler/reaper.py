@@ -24,7 +24,6 @@ from pathlib import Path
 from comfyq.broker import Broker
 from comfyq.execution.runner import worker_lost_error
 from comfyq.models import RunStatus
-from comfyq.redis import keys
 from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.settings import Settings
@@ -45,13 +44,13 @@ def reap_runs(store: RunStore, settings: Settings, publish: Publish, hooks: RunH
 
 def _reap_executing(store: RunStore, settings: Settings, publish: Publish,
                     hooks: RunHooks) -> int:
-    active = store.client.zrange(keys.ACTIVE_RUNS, 0, -1)
+    active = store.indexes.active()
     view = store.executing_view(active, ("started_at", "max_run_seconds", "attempts", "gpu",
                                          "worker"))
     acted = 0
     for run_id, seen in view.items():
         if seen is None:
-            store.client.zrem(keys.ACTIVE_RUNS, run_id)
+            store.indexes.forget_active(run_id)
             continue
         record, leased = seen
         if RunStatus(record["status"]) not in EXECUTING:
@@ -107,7 +106,7 @@ def _recover_dead_worker(store: RunStore, settings: Settings, run_id: str, recor
 def _expire_queue_waits(store: RunStore, settings: Settings, hooks: RunHooks) -> int:
     cutoff = store.clock() - settings.max_queue_seconds
     acted = 0
-    for run_id in store.client.zrangebyscore(keys.QUEUED_RUNS, "-inf", cutoff):
+    for run_id in store.indexes.queued(until=cutoff):
         error = {"exception_type": "QueueTimeout",
                  "exception_message": f"no worker picked the run up within "
                                       f"{settings.max_queue_seconds:g} s"}
@@ -117,7 +116,7 @@ def _expire_queue_waits(store: RunStore, settings: Settings, hooks: RunHooks) ->
             hooks.changed(run_id, True)
             acted += 1
         else:
-            store.client.zrem(keys.QUEUED_RUNS, run_id)
+            store.indexes.forget_queued(run_id)
     return acted
 
 
@@ -130,7 +129,7 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
     after the visibility timeout, so the run is treated as lost.
     """
     cutoff = store.clock() - settings.lost_message_seconds
-    suspects = store.client.zrangebyscore(keys.QUEUED_RUNS, "-inf", cutoff)
+    suspects = store.indexes.queued(until=cutoff)
     if not suspects:
         return 0
     present = broker.held_run_ids(cutoff)
@@ -148,7 +147,7 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
             logger.warning("run %s is queued but its message is gone; re-publishing", run_id)
             moment = store.clock()
             store.move(run_id, None, {"queued_at": moment})
-            store.client.zadd(keys.QUEUED_RUNS, {run_id: moment})
+            store.indexes.queued_again(run_id, moment)
             broker.publish_run(run_id, record["gpu"])
             republished += 1
     return republished
@@ -157,11 +156,9 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
 def expire_old_runs(store: RunStore, settings: Settings) -> int:
     """Drop index entries of expired records, and output folders older than the retention."""
     cutoff = store.clock() - settings.run_retention_seconds
-    client = store.client
-    stale = [run_id for run_id in client.zrangebyscore(keys.RUNS_INDEX, "-inf", cutoff)
-             if not client.exists(keys.run(run_id))]
-    if stale:
-        client.zrem(keys.RUNS_INDEX, *stale)
+    created = store.indexes.created(until=cutoff)
+    stale = [run_id for run_id, exists in zip(created, store.exist(created)) if not exists]
+    store.indexes.forget_created(stale)
     for root in (settings.output_dir, settings.data_dir.resolve() / "temp"):
         for folder in _older_than(root, cutoff):
             shutil.rmtree(folder, ignore_errors=True)

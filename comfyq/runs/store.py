@@ -21,6 +21,7 @@ from comfyq.errors import RunNotFound
 from comfyq.models import RunStatus
 from comfyq.redis import keys, scripts
 from comfyq.runs.codec import decode_fields, decode_record, encode_fields
+from comfyq.runs.indexes import RunIndexes
 
 
 def now() -> float:
@@ -58,6 +59,7 @@ class RunStore:
         self.client = client
         self.retention_seconds = retention_seconds
         self.clock = clock
+        self.indexes = RunIndexes(client)
         self._transition = scripts.RUN_TRANSITION.on(client)
         self._claim = scripts.RUN_CLAIM.on(client)
 
@@ -160,6 +162,24 @@ class RunStore:
             view[run_id] = None if values[0] is None else (
                 decode_fields(run_id, names, values), bool(leased))
         return view
+
+    def fields_of(self, run_ids: Sequence[str], names: Iterable[str]
+                  ) -> dict[str, dict[str, Any] | None]:
+        """Some fields of each run's record (with its status), in one round trip; None for a
+        run whose record is gone."""
+        names = list(names)
+        pipeline = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipeline.hmget(keys.run(run_id), ["status", *names])
+        return {run_id: None if values[0] is None else decode_fields(run_id, names, values)
+                for run_id, values in zip(run_ids, pipeline.execute(), strict=True)}
+
+    def exist(self, run_ids: Sequence[str]) -> list[bool]:
+        """Whether each run still has a record, in one round trip."""
+        pipeline = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipeline.exists(keys.run(run_id))
+        return [bool(found) for found in pipeline.execute()]
 
     def status(self, run_id: str) -> RunStatus:
         value = self.client.hget(keys.run(run_id), "status")
