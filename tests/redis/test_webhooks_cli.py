@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -26,17 +25,10 @@ def comfyq_webhooks(redis_url: str, *args: str, **env: str) -> subprocess.Comple
                           env=environment, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
-def clear_outbox(client: redis.Redis) -> None:
-    stale = list(client.scan_iter(f"{keys.WEBHOOKS}:*"))
-    if stale:
-        client.delete(*stale)
-
-
 @pytest.fixture
-def client(redis_client: redis.Redis) -> Iterator[redis.Redis]:
-    clear_outbox(redis_client)
-    yield redis_client
-    clear_outbox(redis_client)
+def client(fresh_redis: redis.Redis) -> redis.Redis:
+    """A database of the test's own (the one ``redis_url`` names): no other test's outbox."""
+    return fresh_redis
 
 
 def test_secret_prints_the_generated_deployment_secret_receivers_verify_with(

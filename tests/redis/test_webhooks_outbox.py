@@ -46,20 +46,10 @@ def fast_settings(**overrides: Any) -> WebhookSettings:
         "webhook_progress_interval_seconds": 0, **overrides})
 
 
-def clear_outbox(client: redis.Redis) -> None:
-    """Remove every outbox key and the run records these tests made."""
-    stale = list(client.scan_iter(f"{keys.WEBHOOKS}:*"))
-    stale += list(client.scan_iter(keys.run("wh-*")))
-    if stale:
-        client.delete(*stale)
-
-
 @pytest.fixture
-def client(redis_client: redis.Redis) -> Iterator[redis.Redis]:
-    """The test Redis with no outbox state from another test, before or after."""
-    clear_outbox(redis_client)
-    yield redis_client
-    clear_outbox(redis_client)
+def client(fresh_redis: redis.Redis) -> redis.Redis:
+    """A database of the test's own (the one ``redis_url`` names): no other test's outbox."""
+    return fresh_redis
 
 
 @pytest.fixture
