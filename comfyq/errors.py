@@ -27,14 +27,24 @@ class InvalidRunRequest(ComfyqError, ValueError):
     Nothing was recorded or enqueued for it.
     """
 
-    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+    def __init__(self, problems: Sequence[FieldProblem], what: str = "run request") -> None:
         self.problems = list(problems)
         count = len(self.problems)
         lines = "\n".join(f"  - {problem}" for problem in self.problems)
-        super().__init__(f"invalid run request ({count} problem{'s' * (count != 1)}):\n{lines}")
+        super().__init__(f"invalid {what} ({count} problem{'s' * (count != 1)}):\n{lines}")
 
     def as_dicts(self) -> list[dict[str, str]]:
         return [{"field": problem.path, "message": problem.message} for problem in self.problems]
+
+
+class DeploymentNotFound(InvalidRunRequest):
+    """A deployment run named a deployment that does not exist; ``problems`` names
+    ``deployment_id``. The HTTP API answers 404, as ComfyDeploy's server does."""
+
+    def __init__(self, deployment_id: str) -> None:
+        self.deployment_id = deployment_id
+        super().__init__([FieldProblem("deployment_id", f"no deployment with id {deployment_id!r} "
+                                                        "(comfyq deployments list shows them)")])
 
 
 class UnknownGpuType(ComfyqError, ValueError):

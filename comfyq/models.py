@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NotRequired
+from typing import Annotated, Any, NotRequired
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,7 +21,6 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
-    field_validator,
 )
 from typing_extensions import TypedDict
 
@@ -34,6 +34,18 @@ __all__ = ["FINAL_RANK", "FINAL_STATUSES", "GPU", "STATUS_RANK", "RunStatus"]
 
 #: A value of the request's ``inputs``: ComfyDeploy's ``WorkflowRunRequestInputs`` union.
 InputValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[Any]
+
+
+def _http_url(value: str) -> str:
+    scheme, _, rest = value.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if scheme.lower() not in ("http", "https") or not host or any(c.isspace() for c in value):
+        raise ValueError("must be an http(s) URL, e.g. https://example.com/hook")
+    return value
+
+
+#: A request's ``webhook``: an http(s) URL (where it may point is checked at submit).
+WebhookURL = Annotated[StrictStr, AfterValidator(_http_url)]
 
 
 class ApiNode(TypedDict):
@@ -58,22 +70,11 @@ class WorkflowRunRequest(BaseModel):
     workflow_id: StrictStr
     workflow_api_json: dict[str, ApiNode]
     inputs: dict[str, InputValue] | None = Field(None, description="Values of external inputs.")
-    webhook: StrictStr | None = None
+    webhook: WebhookURL | None = None
     webhook_intermediate_status: StrictBool | None = False
     gpu: GPU | None = Field(None, description="Overrides the machine's default GPU.")
     workflow: dict[str, Any] | None = None
     machine_id: StrictStr | None = None
-
-    @field_validator("webhook")
-    @classmethod
-    def _webhook_is_http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        scheme, _, rest = value.partition("://")
-        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-        if scheme.lower() not in ("http", "https") or not host or any(c.isspace() for c in value):
-            raise ValueError("must be an http(s) URL, e.g. https://example.com/hook")
-        return value
 
 
 def graph_problems(workflow: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -148,7 +149,12 @@ class WorkflowRunModel(BaseModel):
     run_duration: float | None = None
     cold_start_duration: float | None = None
     outputs: list[WorkflowRunOutputModel] = Field(default_factory=list)
+    workflow_version_id: str | None = Field(
+        None, description="The workflow version a deployment run executed.")
     # comfyq's own fields
+    deployment_id: str | None = Field(None, description="The deployment a deployment run named.")
+    deployment_version: int | None = Field(
+        None, description="The version of that deployment the run executed.")
     worker: str | None = None
     error: dict[str, Any] | None = None
     attempts: int = 0
@@ -177,7 +183,7 @@ def parse_run_request(data: WorkflowRunRequest | dict[str, Any] | str | bytes,
         else:
             request = WorkflowRunRequest.model_validate(data)
     except ValidationError as error:
-        problems = _merge_union_problems([_field_problem(item) for item in error.errors()])
+        problems = request_problems(error, "WorkflowRunRequest")
         raw_graph = data.get("workflow_api_json") if isinstance(data, dict) else None
         if isinstance(raw_graph, dict):
             problems += _graph_field_problems(raw_graph)
@@ -202,6 +208,11 @@ def _graph_field_problems(workflow: dict[str, Any]) -> list[FieldProblem]:
     return [FieldProblem(_dotted(path), message) for path, message in graph_problems(workflow)]
 
 
+def request_problems(error: ValidationError, model_name: str) -> list[FieldProblem]:
+    """Every problem pydantic found in a request to ``model_name``, one per field, dotted."""
+    return _merge_union_problems([_field_problem(item, model_name) for item in error.errors()])
+
+
 def _merge_union_problems(problems: list[FieldProblem]) -> list[FieldProblem]:
     """One line per field: a value that fits no member of a union gets one message, not five."""
     by_path: dict[str, list[FieldProblem]] = {}
@@ -219,11 +230,11 @@ def _merge_union_problems(problems: list[FieldProblem]) -> list[FieldProblem]:
     return merged
 
 
-def _field_problem(item: Any) -> FieldProblem:
+def _field_problem(item: Any, model_name: str) -> FieldProblem:
     path = _dotted(item["loc"])
     kind = item["type"]
     if kind == "extra_forbidden":
-        return FieldProblem(path, "unknown field; WorkflowRunRequest has no such field")
+        return FieldProblem(path, f"unknown field; {model_name} has no such field")
     message = item["msg"].removeprefix("Value error, ")
     if kind not in ("value_error", "missing") and "input" in item:
         message = f"{message} (got {_short_repr(item['input'])})"

@@ -31,7 +31,6 @@ class RunModel(WorkflowRunModel):
     """
 
     number: int = Field(0, description="Always 0: comfyq does not number runs.")
-    workflow_version_id: str | None = None
     gpu_event_id: str | None = None
     machine_version: str | None = None
     machine_type: str | None = None
