@@ -5,9 +5,11 @@ All keys share the ``comfyq:`` prefix so one Redis can hold comfyq beside other 
 
 Hash tags (for Redis Cluster). The keys of one run carry the run id as their hash tag
 (``comfyq:run:{<run_id>}``, ``...:lease``, ``...:cancel``, the webhook outbox's
-``comfyq:webhooks:run:{<run_id>}...``), and the keys of one GPU type's catalog carry the GPU
-type, so each lands in one slot and a script or transaction touching only them could run on a
-cluster. The Lua scripts (``comfyq/redis/lua``) and the keys they touch:
+``comfyq:webhooks:run:{<run_id>}...``), the keys of one GPU type's catalog carry the GPU
+type, and a deployment's record and versions carry its id, so each lands in one slot and a
+script or transaction touching only them could run on a cluster. (Creating a deployment also
+updates ``DEPLOYMENTS`` and ``DEPLOYMENT_TARGETS`` in its transaction.) The Lua scripts
+(``comfyq/redis/lua``) and the keys they touch:
 
 - ``lease_renew``, ``lease_release``: one run's lease only; ``beat_lock_hold``: ``BEAT_LOCK``
   only; ``catalog_read``: one GPU type's catalog keys only. Ready for a cluster as they are.
@@ -74,9 +76,32 @@ def workflow(workflow_id: str) -> str:
     return f"{PREFIX}:workflow:{workflow_id}"
 
 
+def workflow_versions(workflow_id: str) -> str:
+    """Hash version id -> API graph (JSON) of every version kept of a workflow."""
+    return f"{PREFIX}:workflow-versions:{workflow_id}"
+
+
 def idempotency(key: str) -> str:
     """String holding the run id first submitted with this idempotency key."""
     return f"{PREFIX}:idempotency:{key}"
+
+
+# --- deployments (comfyq.deployments) -----------------------------------------------------------
+
+#: Sorted set of every deployment id, scored by creation time.
+DEPLOYMENTS = f"{PREFIX}:deployments"
+#: Hash ``[workflow_id, environment]`` (JSON) -> the id of that workflow's deployment there.
+DEPLOYMENT_TARGETS = f"{PREFIX}:deployments:targets"
+
+
+def deployment(deployment_id: str) -> str:
+    """Hash of one deployment: its workflow id, environment and creation time."""
+    return f"{PREFIX}:deployment:{_tag(deployment_id)}"
+
+
+def deployment_versions(deployment_id: str) -> str:
+    """List of one deployment's versions (JSON each), version 1 first."""
+    return f"{deployment(deployment_id)}:versions"
 
 
 # --- node catalogs ------------------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""Deployments: a workflow version deployed to an environment, under an id clients keep calling.
+
+The first deployment of a workflow to an environment gets an id; deploying that workflow there
+again adds a version to the same deployment (ComfyDeploy's server does the same), so a client's
+``deployment_id`` runs whatever was deployed last. Versions count from 1 and are never removed:
+:meth:`Deployments.get` reads any of them. Keys: ``comfyq.redis.keys`` (deployments section).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from comfyq.deployments.input_types import input_types
+from comfyq.deployments.shapes import (
+    MACHINES,
+    VERSION_IS_KEPT,
+    DeploymentCreate,
+    DeploymentModel,
+    WorkflowWithName,
+    parse_request,
+)
+from comfyq.deployments.workflow_versions import WorkflowVersions, version_id
+from comfyq.errors import FieldProblem, InvalidRunRequest
+from comfyq.redis import keys
+
+#: What a refused DeploymentCreate is called in its error.
+WHAT = "deployment"
+
+
+@dataclass(frozen=True)
+class ResolvedDeployment:
+    """One version of a deployment and the graph it runs."""
+
+    deployment: DeploymentModel
+    graph: dict[str, Any]
+
+
+class Deployments:
+    """Every deployment, in Redis (``decode_responses=True``).
+
+    :param machines: the configured machine ids (``COMFYQ_MACHINES``); a deployment may name
+        only one of them.
+    """
+
+    def __init__(self, redis_client: redis.Redis, machines: Iterable[str]) -> None:
+        self.redis = redis_client
+        self.machines = frozenset(machines)
+        self.workflows = WorkflowVersions(redis_client)
+
+    # -- deploying -------------------------------------------------------------------------------
+
+    def create(self, request: DeploymentCreate | Mapping[str, Any] | str | bytes
+               ) -> DeploymentModel:
+        """Deploy a kept workflow version: a new deployment, or a new version of the workflow's
+        deployment in that environment. Returns the version just made.
+
+        :raises InvalidRunRequest: every problem of the request, by field (an unknown workflow
+            version or machine included); nothing was changed.
+        """
+        request = self._parse(request)
+        deployment_id, version = self._add_version(request)
+        return self.get(deployment_id, version)
+
+    def deploy(self, workflow_id: str, graph: dict[str, Any] | None = None, *,
+               environment: str = "production", machine_id: str | None = None,
+               deployment_id: str | None = None) -> DeploymentModel:
+        """Keep ``graph`` as a version of ``workflow_id`` and deploy it (see :meth:`create`).
+
+        :param graph: an API graph; the workflow's latest kept graph when None.
+        :raises InvalidRunRequest: every problem of the graph and the other fields; nothing was
+            kept.
+        """
+        if graph is None:
+            graph = self.workflows.latest(workflow_id)
+            if graph is None:
+                raise InvalidRunRequest([FieldProblem(
+                    "workflow_id", f"no graph is kept under workflow {workflow_id!r}; give one")],
+                    WHAT)
+        fields = {"workflow_id": workflow_id, "workflow_version_id": version_id(graph),
+                  "environment": environment, "machine_id": machine_id,
+                  "deployment_id": deployment_id}
+        problems: list[FieldProblem] = []
+        for check in (lambda: self.workflows.check(workflow_id, graph),
+                      lambda: self._parse(fields, pending=fields["workflow_version_id"])):
+            try:
+                check()
+            except InvalidRunRequest as error:
+                problems += error.problems
+        if problems:
+            raise InvalidRunRequest(list(dict.fromkeys(problems)), WHAT)
+        self.workflows.add(workflow_id, graph)
+        return self.create(fields)
+
+    def _parse(self, request: Any, pending: str | None = None) -> DeploymentCreate:
+        def is_kept(workflow_id: str, version: str) -> bool:
+            return version == pending or self.workflows.get(workflow_id, version) is not None
+
+        return parse_request(DeploymentCreate, request, WHAT,
+                             {MACHINES: self.machines, VERSION_IS_KEPT: is_kept})
+
+    def _add_version(self, request: DeploymentCreate) -> tuple[str, int]:
+        """The deployment's id and the number of the version added to it."""
+        target = json.dumps([request.workflow_id, request.environment.value])
+        created = time.time()
+        entry = json.dumps({"workflow_version_id": request.workflow_version_id,
+                            "machine_id": request.machine_id or "", "created_at": created})
+        with self.redis.pipeline() as pipeline:
+            while True:
+                try:
+                    # Watched: two first deployments of a workflow to one environment make one.
+                    pipeline.watch(keys.DEPLOYMENT_TARGETS)
+                    deployment_id = pipeline.hget(keys.DEPLOYMENT_TARGETS, target)
+                    is_new = deployment_id is None
+                    if is_new:
+                        deployment_id = self._new_id(pipeline, request)
+                    elif request.deployment_id not in (None, deployment_id):
+                        raise _id_problem(f"{request.workflow_id!r} is deployed to "
+                                          f"{request.environment.value} as {deployment_id!r}; "
+                                          "leave deployment_id out to add a version to it")
+                    pipeline.multi()
+                    if is_new:
+                        pipeline.hset(keys.DEPLOYMENT_TARGETS, target, deployment_id)
+                        pipeline.hset(keys.deployment(deployment_id), mapping={
+                            "workflow_id": request.workflow_id,
+                            "environment": request.environment.value, "created_at": created})
+                        pipeline.zadd(keys.DEPLOYMENTS, {deployment_id: created})
+                    pipeline.rpush(keys.deployment_versions(deployment_id), entry)
+                    return deployment_id, pipeline.execute()[-1]
+                except redis.WatchError:
+                    continue
+
+    @staticmethod
+    def _new_id(pipeline: redis.client.Pipeline, request: DeploymentCreate) -> str:
+        if request.deployment_id is None:
+            return str(uuid.uuid4())
+        if pipeline.exists(keys.deployment(request.deployment_id)):
+            raise _id_problem(f"{request.deployment_id!r} already deploys another workflow or "
+                              "environment")
+        return request.deployment_id
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def get(self, deployment_id: str, version: int | None = None) -> DeploymentModel | None:
+        """One version of a deployment (the latest by default), or None if there is none."""
+        resolved = self.resolve(deployment_id, version)
+        return None if resolved is None else resolved.deployment
+
+    def resolve(self, deployment_id: str, version: int | None = None
+                ) -> ResolvedDeployment | None:
+        """One version of a deployment (the latest by default) with its graph, or None."""
+        return self._read([deployment_id], version)[0]
+
+    def list(self, environment: str | None = None) -> list[DeploymentModel]:
+        """The latest version of every deployment (of one environment), oldest deployment first."""
+        found = self._read(self.redis.zrange(keys.DEPLOYMENTS, 0, -1))
+        return [resolved.deployment for resolved in found if resolved is not None
+                and environment in (None, resolved.deployment.environment)]
+
+    def _read(self, deployment_ids: list[str], version: int | None = None
+              ) -> list[ResolvedDeployment | None]:
+        if version is not None and version < 1:
+            return [None] * len(deployment_ids)
+        pipeline = self.redis.pipeline(transaction=False)
+        for deployment_id in deployment_ids:
+            pipeline.hgetall(keys.deployment(deployment_id))
+            pipeline.llen(keys.deployment_versions(deployment_id))
+            pipeline.lindex(keys.deployment_versions(deployment_id),
+                            -1 if version is None else version - 1)
+        answers = pipeline.execute()
+        rows = []
+        for index, deployment_id in enumerate(deployment_ids):
+            record, count, entry = answers[3 * index: 3 * index + 3]
+            if record and entry is not None:
+                rows.append((deployment_id, record, version or count, json.loads(entry)))
+            else:
+                rows.append(None)
+        for row in rows:
+            if row is not None:
+                pipeline.hget(keys.workflow_versions(row[1]["workflow_id"]),
+                              row[3]["workflow_version_id"])
+        graphs = iter(pipeline.execute())
+        return [None if row is None else _resolved(*row, json.loads(next(graphs) or "{}"))
+                for row in rows]
+
+
+def _resolved(deployment_id: str, record: dict[str, str], version: int, entry: dict[str, Any],
+              graph: dict[str, Any]) -> ResolvedDeployment:
+    workflow_id = record["workflow_id"]
+    deployment = DeploymentModel(
+        id=deployment_id, workflow_id=workflow_id, environment=record["environment"],
+        workflow_version_id=entry["workflow_version_id"], machine_id=entry["machine_id"],
+        created_at=float(record["created_at"]), updated_at=entry["created_at"],
+        workflow=WorkflowWithName(id=workflow_id, name=workflow_id),
+        input_types=input_types(graph), version=version)
+    return ResolvedDeployment(deployment, graph)
+
+
+def _id_problem(message: str) -> InvalidRunRequest:
+    return InvalidRunRequest([FieldProblem("deployment_id", message)], WHAT)
