@@ -7,7 +7,6 @@ client built from the ``COMFYQ_`` environment, so most code needs only ``import 
 from __future__ import annotations
 
 import functools
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +16,15 @@ import redis
 from celery import Celery
 
 from comfyq.broker import Broker, gpu_queue
-from comfyq.errors import FieldProblem, InvalidRunRequest, SubmitFailed, WaitTimeout
+from comfyq.deployments.registry import Deployments
+from comfyq.deployments.shapes import DeploymentRunRequest, parse_request
+from comfyq.errors import (
+    DeploymentNotFound,
+    FieldProblem,
+    InvalidRunRequest,
+    SubmitFailed,
+    WaitTimeout,
+)
 from comfyq.models import (
     FINAL_STATUSES,
     RunStatus,
@@ -59,6 +66,9 @@ class Client:
         default.
     :param redis_client: a client for run records (``decode_responses=True``).
     :param webhook_settings: which webhook addresses are allowed; the environment's by default.
+
+    ``deployments`` (:class:`~comfyq.deployments.registry.Deployments`) deploys workflows and
+    reads deployments; ``submit_deployment`` runs one.
     """
 
     def __init__(self, settings: Settings | None = None, celery_app: Celery | None = None,
@@ -73,6 +83,7 @@ class Client:
         self.webhook_settings = webhook_settings or get_webhook_settings()
         self.hooks = RunHooks([WebhookEvents(self.redis, self.broker.send_webhook_delivery,
                                              self.webhook_settings)])
+        self.deployments = Deployments(self.redis, self.settings.machines)
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -89,7 +100,36 @@ class Client:
             ``error`` + ``node_errors`` in ``body``); see :mod:`comfyq.producer.graph_check`.
         :raises SubmitFailed: the broker could not be reached; nothing was recorded.
         """
-        request = parse_run_request(request, self.deployed_workflow)
+        return self._enqueue(parse_run_request(request, self.deployed_workflow), idempotency_key)
+
+    def submit_deployment(self, request: DeploymentRunRequest | dict[str, Any] | str | bytes,
+                          idempotency_key: str | None = None) -> str:
+        """Run the current version of a deployment (see :mod:`comfyq.deployments`); returns the
+        run id. The run is recorded with the deployment's id and version and the workflow
+        version it runs; the rest is as :meth:`submit`.
+
+        :param request: a :class:`DeploymentRunRequest` (``deployment_id``, ``inputs``,
+            ``webhook``, ``webhook_intermediate_status``, ``gpu``), or the same as a dict or JSON.
+        :raises DeploymentNotFound: no deployment has that id (an :class:`InvalidRunRequest`
+            naming ``deployment_id``).
+        :raises InvalidRunRequest: the request is malformed (every problem, with its field).
+        """
+        request = parse_request(DeploymentRunRequest, request, "run request")
+        resolved = self.deployments.resolve(request.deployment_id)
+        if resolved is None:
+            raise DeploymentNotFound(request.deployment_id)
+        deployment = resolved.deployment
+        run_request = parse_run_request({
+            **request.model_dump(exclude={"deployment_id"}, exclude_none=True),
+            "workflow_id": deployment.workflow_id, "workflow_api_json": resolved.graph,
+            "machine_id": deployment.machine_id or None})
+        return self._enqueue(run_request, idempotency_key, {
+            "deployment_id": deployment.id, "deployment_version": deployment.version,
+            "workflow_version_id": deployment.workflow_version_id})
+
+    def _enqueue(self, request: WorkflowRunRequest, idempotency_key: str | None,
+                 deployment_fields: dict[str, Any] | None = None) -> str:
+        """Check, record and publish a parsed request; ``deployment_fields`` join its record."""
         gpu_type = resolve_gpu(request, self.settings)
         check_run_graph(self.redis, self.settings, request, gpu_type)
         if request.webhook:
@@ -100,8 +140,8 @@ class Client:
             if first is not None:
                 return first
         pipeline = self.redis.pipeline(transaction=True)
-        self.store.create(run_id, RunStatus.QUEUED, self._initial_fields(run_id, request, gpu_type),
-                          pipeline)
+        fields = {**self._initial_fields(run_id, request, gpu_type), **(deployment_fields or {})}
+        self.store.create(run_id, RunStatus.QUEUED, fields, pipeline)
         try:
             pipeline.execute()
         except redis.RedisError as error:
@@ -118,19 +158,17 @@ class Client:
         return run_id
 
     def deploy_workflow(self, workflow_id: str, graph: dict[str, Any]) -> dict[str, Any]:
-        """Keep ``graph`` as the workflow ``workflow_id``: requests that name it with an empty
-        ``workflow_api_json`` (as ComfyDeploy's SDK sends them) run it. Returns the graph.
+        """Keep ``graph`` as the latest version of the workflow ``workflow_id``: requests that
+        name it with an empty ``workflow_api_json`` (as ComfyDeploy's SDK sends them) run it, and
+        ``client.deployments`` can deploy it. Returns the graph.
 
         :raises InvalidRunRequest: the graph is malformed (checked as a request would be).
         """
-        checked = parse_run_request({"workflow_id": workflow_id, "workflow_api_json": graph})
-        self.redis.set(keys.workflow(workflow_id), json.dumps(checked.workflow_api_json))
-        return checked.workflow_api_json
+        return self.deployments.workflows.add(workflow_id, graph).graph
 
     def deployed_workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        """The graph deployed under ``workflow_id``, or None."""
-        stored = self.redis.get(keys.workflow(workflow_id))
-        return None if stored is None else json.loads(stored)
+        """The graph kept last under ``workflow_id``, or None."""
+        return self.deployments.workflows.latest(workflow_id)
 
     def _check_webhook(self, url: str) -> None:
         """Refuse webhooks to loopback, private, link-local or metadata addresses (unless allowed)."""
