@@ -10,19 +10,29 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfyq.gpu_types import COMFYDEPLOY_GPU_TYPES
+
+
+def _json(text: str, shape: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        # The position says where; the text itself may be a secret, so it is not repeated.
+        raise ValueError(f"not a valid JSON {shape} ({error.msg} at character {error.pos})") \
+            from None
 
 
 def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return json.loads(text)
+            return _json(text, "list")
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
 
@@ -31,20 +41,42 @@ def _split_mapping(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):
-            return json.loads(text)
+            return _json(text, "object")
         pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("expected NAME=VALUE pairs separated by commas, or a JSON object")
         return {key.strip(): val.strip() for key, val in pairs}
     return value
 
 
+def _number(text: Any) -> Any:
+    try:
+        return float(text) if isinstance(text, str) else text
+    except ValueError:
+        raise ValueError("expected numbers (seconds)") from None
+
+
 def _split_floats(value: Any) -> Any:
-    return [float(item) for item in _split_list(value)] if isinstance(value, str) else value
+    return [_number(item) for item in _split_list(value)] if isinstance(value, str) else value
 
 
 def _split_float_mapping(value: Any) -> Any:
     mapping = _split_mapping(value)
-    return {key: float(val) for key, val in mapping.items()} if isinstance(value, str) else mapping
+    if not isinstance(value, str):
+        return mapping
+    return {key: _number(val) for key, val in mapping.items()}
 
+
+def _check_port(url: str) -> str:
+    try:
+        urlsplit(url).port
+    except ValueError:
+        raise ValueError("the port after the host is not a number") from None
+    return url
+
+
+#: URL schemes redis-py connects with.
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 StrMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_mapping)]
@@ -239,21 +271,84 @@ class Settings(BaseSettings):
     def output_dir(self) -> Path:
         return (self.data_dir / "outputs").resolve()
 
-    @model_validator(mode="after")
-    def _check_gpu_references(self) -> Settings:
-        known = set(self.gpu_types)
-        if self.default_gpu not in known:
-            raise ValueError(f"default_gpu {self.default_gpu!r} is not in gpu_types {sorted(known)}")
-        for machine, gpu in self.machines.items():
-            if gpu not in known:
-                raise ValueError(f"machines[{machine!r}] names GPU {gpu!r}, not in gpu_types")
-        return self
+    # Field validators (not a model validator), so a problem is reported under its variable.
+    # A bad URL is named by its variable here, and never quoted: it may hold a password.
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str) -> str:
+        if urlsplit(url).scheme not in REDIS_URL_SCHEMES:
+            schemes = ", ".join(f"{scheme}://" for scheme in REDIS_URL_SCHEMES)
+            raise ValueError(f"expected a URL starting with one of {schemes}")
+        return _check_port(url)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, url: str | None) -> str | None:
+        return url if url is None else _check_port(url)
+
+    @field_validator("default_gpu")
+    @classmethod
+    def _check_default_gpu(cls, gpu: str, info: ValidationInfo) -> str:
+        known = info.data.get("gpu_types")
+        if known is not None and gpu not in known:
+            raise ValueError(f"{gpu!r} is not one of COMFYQ_GPU_TYPES ({', '.join(known)})")
+        return gpu
+
+    @field_validator("machines")
+    @classmethod
+    def _check_machine_gpus(cls, machines: dict[str, str], info: ValidationInfo
+                            ) -> dict[str, str]:
+        known = info.data.get("gpu_types")
+        for machine, gpu in machines.items():
+            if known is not None and gpu not in known:
+                raise ValueError(f"machine {machine!r} names GPU {gpu!r}, not one of "
+                                 f"COMFYQ_GPU_TYPES ({', '.join(known)})")
+        return machines
+
+
+class SettingsError(ValueError):
+    """Environment variables that make no valid settings.
+
+    :param problems: one line per bad variable: its name and what is wrong, never its value
+        (a URL or a secret must not end up in a terminal or a log).
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def setting_problems(error: ValidationError, env_prefix: str = "COMFYQ_") -> list[str]:
+    """``error`` as one line per problem, each naming its environment variable."""
+    problems = []
+    for detail in error.errors(include_url=False, include_input=False):
+        field, *within = detail["loc"] or ("",)
+        variable = f"{env_prefix}{str(field).upper()}" if field else "settings"
+        where = "".join(f" item {part}" for part in within)
+        message = detail["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}{where}: {message}")
+    return problems
+
+
+SettingsModel = TypeVar("SettingsModel", bound=BaseSettings)
+
+
+def environment_settings(model: type[SettingsModel]) -> SettingsModel:
+    """``model`` read from the environment; :class:`SettingsError` when a variable is bad."""
+    try:
+        return model()
+    except ValidationError as error:
+        prefix = model.model_config.get("env_prefix") or ""
+        raise SettingsError(setting_problems(error, prefix)) from None
 
 
 @functools.cache
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment on first use."""
-    return Settings()
+    """The process-wide settings, read from the environment on first use.
+
+    :raises SettingsError: a ``COMFYQ_`` variable is bad (each named, with what is wrong).
+    """
+    return environment_settings(Settings)
 
 
 def reset_settings() -> None:

@@ -18,7 +18,10 @@ REDIS_TIMEOUT_SECONDS = QUICK_TIMEOUT_SECONDS
 def redis_location(url: str) -> str:
     """A Redis URL without its credentials, for error messages."""
     parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # its message would quote the text after the host, a password maybe
+        port = ":(not a port)"
     return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 

@@ -1,6 +1,7 @@
 """The ``comfyq`` command: workers, the demo, and runs from the shell.
 
-Errors print one clear line on stderr and exit non-zero; ``--json`` gives scripts the records.
+Errors print one clear line on stderr and exit non-zero (codes in :mod:`comfyq.cli.errors`);
+``--json`` gives scripts the records.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from comfyq.cli.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    UsageError,
+    output_gone,
+    run_handler,
+)
 from comfyq.errors import ComfyqError
 
-#: Exit code of a command whose run did not end in success, or that was refused.
-EXIT_FAILURE = 1
-#: Exit code of bad usage or bad input.
-EXIT_USAGE = 2
+DESCRIPTION = "comfyq: a distributed run queue for ComfyUI workflows (Celery + Redis)."
+EPILOG = ("Settings come from COMFYQ_* environment variables (see the README). Exit codes: "
+          "0 done, 1 run not successful / refused / Redis failed, 2 bad usage or input, "
+          "130 interrupted.")
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -78,11 +86,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _read_request(path: str) -> dict:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror or error}") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ComfyqError(f"{path}: not valid JSON ({error})") from None
+        raise UsageError(f"{path}: not valid JSON ({error})") from None
     if isinstance(document, dict) and "workflow_api_json" not in document:
         # A bare API graph (as ComfyUI's "Save (API)" writes it) becomes a request.
         document = {"workflow_id": Path(path).stem, "workflow_api_json": document}
@@ -92,7 +103,7 @@ def _read_request(path: str) -> dict:
 def _parse_input(pair: str) -> tuple[str, object]:
     name, sep, raw = pair.partition("=")
     if not sep or not name:
-        raise ComfyqError(f"--input {pair!r}: expected NAME=VALUE")
+        raise UsageError(f"--input {pair!r}: expected NAME=VALUE")
     try:
         return name, json.loads(raw)
     except json.JSONDecodeError:
@@ -111,12 +122,33 @@ def _submit(args: argparse.Namespace) -> int:
     run_id = client.submit(request)
     if not args.wait:
         print(json.dumps({"run_id": run_id}) if args.json else run_id)
+        _warn_when_unserved(client, run_id)
         return 0
+    # Shown before waiting: after Ctrl-C the run is still queued, and this names it.
+    print(f"comfyq: submitted run {run_id}", file=sys.stderr, flush=True)
+    _warn_when_unserved(client, run_id)
     from comfyq.progress_bar import follow_run
 
-    run = follow_run(client, run_id, show=not args.json)
+    try:
+        run = follow_run(client, run_id, show=not args.json)
+    except KeyboardInterrupt:
+        print(f"comfyq: stopped waiting; run {run_id} goes on (comfyq cancel {run_id} stops it)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(run.model_dump_json(indent=2) if args.json else f"{run_id} {run.status.value}")
     return 0 if run.status.value == "success" else EXIT_FAILURE
+
+
+def _warn_when_unserved(client, run_id: str) -> None:
+    """Say so when no online worker serves the run's GPU type: it waits until one starts."""
+    from comfyq.broker import gpu_queue
+    from comfyq.worker_presence import online_workers
+
+    gpu_type = client.get_run(run_id).gpu
+    if not any(worker.get("gpu_type") == gpu_type for worker in online_workers(client.redis)):
+        print(f"comfyq: warning: no online worker serves GPU type {gpu_type}; the run waits in "
+              f"{gpu_queue(gpu_type)} until one starts (comfyq queues shows the workers)",
+              file=sys.stderr, flush=True)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -173,8 +205,9 @@ def _workflows_deploy(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="comfyq", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="comfyq", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action=_PrintVersion, help="print comfyq's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help="run one Celery worker per GPU of this host")
@@ -188,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--hostname", help="host part of worker names (default: this host)")
     worker.add_argument("--grace", type=float, default=60.0,
                         help="seconds a run may take to finish after SIGTERM (default 60)")
-    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--loglevel", default="info",
+                        help="Celery log level of the workers and beat (default info)")
     worker.add_argument("--comfyui-url", metavar="URL[,URL...]",
                         help="run graphs on ComfyUI servers instead of in-process: one URL per "
                              "device, in device order (default COMFYQ_COMFYUI_URLS)")
@@ -199,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="start everything locally and run a sample workflow")
     demo.add_argument("--gpus", default="A100,T4", help="simulated GPUs (default A100,T4)")
-    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.add_argument("--timeout", type=float, default=120.0,
+                      help="seconds to wait for the workers, then for the run (default 120)")
     demo.set_defaults(handler=_demo)
 
     submit = commands.add_parser("submit", help="submit a run request (or bare API graph) file")
@@ -207,26 +242,32 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--gpu", help="GPU type to run on")
     submit.add_argument("--input", action="append", metavar="NAME=VALUE",
                         help="value of an external input (JSON or text); repeatable")
-    submit.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    submit.add_argument("--json", action="store_true")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the run with a progress bar until it ends; exit 0 only "
+                             "when it ends success")
+    submit.add_argument("--json", action="store_true",
+                        help="print {\"run_id\"} (with --wait: the final run record) as JSON")
     submit.set_defaults(handler=_submit)
 
     status = commands.add_parser("status", help="show a run")
-    status.add_argument("run_id")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("run_id", help="the id submit printed")
+    status.add_argument("--json", action="store_true", help="print the run record as JSON")
     status.set_defaults(handler=_status)
 
-    cancel = commands.add_parser("cancel", help="cancel a run")
-    cancel.add_argument("run_id")
-    cancel.add_argument("--json", action="store_true")
+    cancel = commands.add_parser(
+        "cancel", help="cancel a run: a queued one never starts, a running one stops at its "
+                       "next node")
+    cancel.add_argument("run_id", help="the id submit printed")
+    cancel.add_argument("--json", action="store_true", help="print the outcome as JSON")
     cancel.set_defaults(handler=_cancel)
 
     workflows = commands.add_parser("workflows", help="graphs kept under a workflow id")
-    workflow_commands = workflows.add_subparsers(dest="workflows_command", required=True)
+    workflow_commands = workflows.add_subparsers(dest="workflows_command", required=True,
+                                                 metavar="ACTION")
     deploy = workflow_commands.add_parser(
         "deploy", help="keep an API graph (file) as WORKFLOW_ID; requests naming it with an "
                        "empty workflow_api_json run it")
-    deploy.add_argument("workflow_id")
+    deploy.add_argument("workflow_id", help="the id requests name in workflow_id")
     deploy.add_argument("file", help="API graph or run request JSON file, or - for stdin")
     deploy.set_defaults(handler=_workflows_deploy)
 
@@ -259,37 +300,31 @@ def _plugin_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     return registrars
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``, looked up only when asked for (reading package metadata takes time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("comfyq")
+        except PackageNotFoundError:  # a checkout that was never installed
+            found = "(not installed)"
+        print(f"comfyq {found}")
+        parser.exit()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # prints --help and --version itself
+    except BrokenPipeError:
+        return output_gone()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as error:
-        return _report(error)
-
-
-def _report(error: Exception) -> int:
-    """Print one clear line on stderr and return the exit code; anything unexpected propagates."""
-    if _is_redis_error(error):
-        from comfyq.cli.connection import redis_failure
-
-        print(f"comfyq: error: {redis_failure(error)}", file=sys.stderr)
-        return EXIT_FAILURE
-    if not isinstance(error, (ComfyqError, ValueError, OSError)):
-        raise error
-    first_line = str(error).strip().splitlines()
-    print(f"comfyq: error: {' '.join(line.strip() for line in first_line)}", file=sys.stderr)
-    return EXIT_FAILURE if isinstance(error, ComfyqError) else EXIT_USAGE
-
-
-def _is_redis_error(error: Exception) -> bool:
-    # redis is imported by whichever handler talked to Redis; --help never loads it.
-    redis = sys.modules.get("redis")
-    return redis is not None and isinstance(error, redis.RedisError)
+    return run_handler(args.handler, args)
 
 
 if __name__ == "__main__":

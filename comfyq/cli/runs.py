@@ -186,7 +186,7 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     runs.set_defaults(handler=_runs)
 
     outputs = commands.add_parser("outputs", help="list a run's output files, or download them")
-    outputs.add_argument("run_id")
+    outputs.add_argument("run_id", help="the id submit printed")
     outputs.add_argument("--download", metavar="DIR",
                          help="copy (file://) or download (http://) each file into DIR")
     outputs.add_argument("--json", action="store_true", help="print JSON records")

@@ -1,7 +1,8 @@
 """`comfyq webhooks list | redeliver RUN_ID | secret`: look into and act on the webhook outbox.
 
 `add_webhook_commands` adds them to comfyq's argparse parser; each sets `handler`, a function
-of the parsed arguments returning the exit code. Errors print one line on stderr and exit 1.
+of the parsed arguments returning the exit code. Errors print one line on stderr, as every
+comfyq command's do (exit codes in `comfyq.cli.errors`).
 `python -m comfyq.cli.webhooks ...` runs them on their own.
 """
 
@@ -11,37 +12,25 @@ import argparse
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from comfyq.cli.errors import EXIT_FAILURE, Handler, run_handler
 from comfyq.webhooks.delivery_states import LIST_STATES
 
 # Each handler imports what it needs when it runs: `comfyq --help` loads none of it.
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
-
-Handler = Callable[[argparse.Namespace], int]
+PROG = "comfyq webhooks"
 
 
 def _reporting_errors(handler: Handler) -> Handler:
-    """Turn Redis and input errors into one clear line on stderr and exit code 1."""
+    """Errors as `comfyq webhooks: error: ...` lines, whether run by `comfyq` or on its own."""
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
-        import redis
-
-        from comfyq.cli.connection import redis_failure
-
-        try:
-            return handler(args)
-        except redis.RedisError as error:
-            print(f"comfyq webhooks: error: {redis_failure(error)}", file=sys.stderr)
-        except ValueError as error:  # settings or arguments, message names the field
-            text = " ".join(str(error).split())
-            print(f"comfyq webhooks: error: {text}", file=sys.stderr)
-        return EXIT_FAILURE
+        return run_handler(handler, args, PROG)
 
     return run
 
@@ -89,7 +78,7 @@ def _redeliver(args: argparse.Namespace) -> int:
 
     count = redeliver(redis_client(), args.run_id)
     if count == 0:
-        print(f"comfyq webhooks: error: run {args.run_id!r} has no dead-lettered deliveries",
+        print(f"{PROG}: error: run {args.run_id!r} has no dead-lettered deliveries",
               file=sys.stderr)
         return EXIT_FAILURE
     print(f"re-queued {count} webhook deliver{'y' if count == 1 else 'ies'} of run {args.run_id}")
@@ -116,12 +105,13 @@ def add_webhook_commands(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="list webhook deliveries, oldest first")
     listing.add_argument("--json", action="store_true", help="print JSON records")
     listing.add_argument("--state", choices=LIST_STATES, help="only deliveries in this state")
-    listing.add_argument("--limit", type=int, default=200, help="newest N (default 200)")
+    listing.add_argument("--limit", type=int, default=200,
+                         help="only the newest N (default 200)")
     listing.set_defaults(handler=_list)
 
     again = actions.add_parser(
         "redeliver", help="re-queue a run's dead-lettered deliveries with a fresh schedule")
-    again.add_argument("run_id")
+    again.add_argument("run_id", help="the run whose dead letters are sent again")
     again.set_defaults(handler=_redeliver)
 
     secret = actions.add_parser(
@@ -131,7 +121,8 @@ def add_webhook_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="comfyq")
-    add_webhook_commands(parser.add_subparsers(dest="command", required=True))
+    add_webhook_commands(parser.add_subparsers(dest="command", required=True,
+                                               metavar="COMMAND"))
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -39,7 +39,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from comfyq.settings import _split_floats, _split_list
+from comfyq.settings import _split_floats, _split_list, environment_settings
 
 #: Every secret starts with this, as Standard Webhooks prescribes.
 SECRET_PREFIX = "whsec_"
@@ -117,8 +117,11 @@ class WebhookSettings(BaseSettings):
 
 @functools.cache
 def get_webhook_settings() -> WebhookSettings:
-    """The process-wide webhook settings, read from the environment on first use."""
-    return WebhookSettings()
+    """The process-wide webhook settings, read from the environment on first use.
+
+    :raises SettingsError: a variable is bad (each named, with what is wrong, never its value).
+    """
+    return environment_settings(WebhookSettings)
 
 
 def reset_webhook_settings() -> None:

@@ -54,9 +54,9 @@ def test_secret_prints_configured_secrets_current_first(client, redis_url) -> No
 
 def test_a_bad_secret_setting_is_one_clear_line_without_the_value(client, redis_url) -> None:
     shown = comfyq_webhooks(redis_url, "secret", COMFYQ_WEBHOOK_SECRETS="hunter2hunter2")
-    assert shown.returncode == 1
+    assert shown.returncode == 2  # bad input, as every bad COMFYQ_ variable
     assert shown.stderr.count("\n") == 1
-    assert "webhook_secrets[0]: must start with 'whsec_'" in shown.stderr
+    assert "COMFYQ_WEBHOOK_SECRETS: webhook_secrets[0]: must start with 'whsec_'" in shown.stderr
     assert "hunter2" not in shown.stderr
 
 
