@@ -5,7 +5,7 @@
 * ``comfyq.inputs.ExternalInputError`` (an input that does not fit its node) -> 422
   on ``inputs.<name>``;
 * ``comfyq.catalog.validation.PromptValidationError`` -> 400 with ComfyUI's ``node_errors`` body;
-* :class:`~comfyq.errors.RunNotFound` -> 404;
+* :class:`~comfyq.errors.RunNotFound` and :class:`~comfyq.errors.DeploymentNotFound` -> 404;
 * :class:`~comfyq.errors.SubmitFailed` and an unreachable Redis -> 503.
 """
 
@@ -18,7 +18,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from comfyq.catalog.validation import PromptValidationError
-from comfyq.errors import FieldProblem, InvalidRunRequest, RunNotFound, SubmitFailed, UnknownGpuType
+from comfyq.errors import (
+    DeploymentNotFound,
+    FieldProblem,
+    InvalidRunRequest,
+    RunNotFound,
+    SubmitFailed,
+    UnknownGpuType,
+)
 from comfyq.inputs import ExternalInputError
 
 logger = logging.getLogger(__name__)
@@ -27,15 +34,20 @@ logger = logging.getLogger(__name__)
 GPU_FIELDS = ("gpu", "machine_id")
 
 
-def problem_dict(problem: FieldProblem, kind: str = "value_error") -> dict:
-    """One problem in FastAPI's ``{"loc", "msg", "type"}`` shape, plus the dotted ``field``."""
+def problem_dict(problem: FieldProblem, kind: str | None = None) -> dict:
+    """One problem in FastAPI's ``{"loc", "msg", "type"}`` shape, plus the dotted ``field``.
+
+    ``type`` is ``kind`` if given, else the problem's own: ComfyUI's error type for a problem
+    of the graph (``invalid_prompt``, ``prompt_no_outputs``, ...), ``value_error`` for most.
+    """
     path = [] if problem.path in ("", "request") else problem.path.split(".")
-    return {"loc": ["body", *path], "msg": problem.message, "type": kind,
+    return {"loc": ["body", *path], "msg": problem.message, "type": kind or problem.kind,
             "field": problem.path or "request"}
 
 
-def validation_response(problems: list[FieldProblem], kind: str = "value_error") -> JSONResponse:
-    summary = InvalidRunRequest(problems)
+def validation_response(problems: list[FieldProblem], kind: str | None = None,
+                        summary: InvalidRunRequest | None = None) -> JSONResponse:
+    summary = summary or InvalidRunRequest(problems)
     return JSONResponse(status_code=422, content={
         "detail": [problem_dict(problem, kind) for problem in problems],
         "message": " ".join(str(summary).split()),
@@ -43,7 +55,7 @@ def validation_response(problems: list[FieldProblem], kind: str = "value_error")
 
 
 def _invalid_request(_: Request, error: InvalidRunRequest) -> JSONResponse:
-    return validation_response(error.problems)
+    return validation_response(error.problems, summary=error)
 
 
 def _unknown_gpu(_: Request, error: UnknownGpuType) -> JSONResponse:
@@ -56,6 +68,11 @@ def _unknown_gpu(_: Request, error: UnknownGpuType) -> JSONResponse:
 
 def _not_found(_: Request, error: RunNotFound) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": str(error)})
+
+
+def _unknown_deployment(_: Request, error: DeploymentNotFound) -> JSONResponse:
+    [problem] = error.problems
+    return JSONResponse(status_code=404, content={"detail": str(problem)})
 
 
 def _unavailable(_: Request, error: Exception) -> JSONResponse:
@@ -76,6 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidRunRequest, _invalid_request)
     app.add_exception_handler(UnknownGpuType, _unknown_gpu)
     app.add_exception_handler(RunNotFound, _not_found)
+    app.add_exception_handler(DeploymentNotFound, _unknown_deployment)
     app.add_exception_handler(SubmitFailed, _unavailable)
     app.add_exception_handler(redis.ConnectionError, _unavailable)
     app.add_exception_handler(redis.TimeoutError, _unavailable)

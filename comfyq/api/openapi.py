@@ -14,10 +14,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from comfyq.api.schemas import StreamEvent
+from comfyq.deployments.shapes import DeploymentCreate, DeploymentRunRequest
 from comfyq.models import WorkflowRunRequest
 
 #: Models referenced as ``#/components/schemas/<name>`` by the routes.
-REFERENCED_MODELS: tuple[type[BaseModel], ...] = (WorkflowRunRequest, StreamEvent)
+REFERENCED_MODELS: tuple[type[BaseModel], ...] = (WorkflowRunRequest, StreamEvent,
+                                                  DeploymentRunRequest, DeploymentCreate)
 
 
 def referenced_schemas() -> dict[str, Any]:

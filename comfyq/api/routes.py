@@ -9,7 +9,7 @@ in the threadpool; reading and following runs use redis.asyncio on the event loo
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from comfyq.api import schemas
 from comfyq.api.sse import EVENT_STREAM, KEEPALIVE_SECONDS, run_events
-from comfyq.errors import FieldProblem, InvalidRunRequest
 from comfyq.models import RunStatus, WorkflowRunOutputModel
 from comfyq.producer.client import Client
+from comfyq.request_json import load_request_json
 from comfyq.runs.follow import RunFollower
 from comfyq.settings import Settings
 
@@ -43,6 +43,18 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": schemas.ErrorBody, "description": "The body is over the size limit."},
     422: {"model": schemas.ValidationErrorBody, "description": "Every problem of the request."},
     503: {"model": schemas.ErrorBody, "description": "Redis or the broker is unreachable."},
+}
+SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **SUBMIT_ERRORS,
+    500: {"model": schemas.RunEndedBody, "description": "The run failed."},
+    504: {"model": schemas.RunEndedBody, "description": "The run timed out, or outlived the wait "
+                                                       "limit."},
+    409: {"model": schemas.RunEndedBody, "description": "The run was cancelled."},
+}
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **SUBMIT_ERRORS,
+    200: {"content": {EVENT_STREAM: {"schema": {"$ref": "#/components/schemas/StreamEvent"}}},
+          "description": "Server-sent events until the run is final."},
 }
 RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: SUBMIT_ERRORS[401],
@@ -66,23 +78,32 @@ def context(request: Request) -> ApiContext:
 router = APIRouter(tags=["run"])
 
 
-def submit_body(client: Client, body: bytes, idempotency_key: str | None) -> str:
-    """Parse a JSON request body and submit it (blocking: run it in the threadpool).
+def json_body(body: bytes) -> Any:
+    """A request body's JSON document.
 
-    The body is parsed here rather than by pydantic so that a request with both field errors
+    Bodies are parsed here rather than by pydantic so that a request with both field errors
     and graph errors gets all of them listed (see ``parse_run_request``).
+
+    :raises InvalidRunRequest: the body is not JSON, or holds text that is not Unicode, NaN or
+        Infinity, or nesting deeper than the limit (see :mod:`comfyq.request_json`).
     """
-    try:
-        document = json.loads(body)
-    except ValueError as error:
-        raise InvalidRunRequest([FieldProblem("request", f"the body is not valid JSON: {error}")])
-    return client.submit(document, idempotency_key)
+    return load_request_json(body)
+
+
+async def submitted(request: Request, submit: Callable[[Any, str | None], str]) -> str:
+    """The id of the run ``submit`` (a blocking Client method, run in the threadpool) made of the
+    request's body and ``Idempotency-Key``."""
+    body = await request.body()
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    return await run_in_threadpool(lambda: submit(json_body(body), key))
 
 
 async def _submit(request: Request) -> str:
-    body = await request.body()
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    return await run_in_threadpool(submit_body, context(request).client, body, key)
+    return await submitted(request, context(request).client.submit)
+
+
+def queue_answer(run_id: str) -> Response:
+    return JSONResponse({"run_id": run_id})
 
 
 @router.post("/run/workflow/queue", response_model=schemas.CreateRunResponse,
@@ -94,18 +115,12 @@ async def queue_run(request: Request) -> Response:
     An ``Idempotency-Key`` header makes the call safe to retry: the same key answers the first
     run's id and queues nothing new.
     """
-    run_id = await _submit(request)
-    return JSONResponse({"run_id": run_id})
+    return queue_answer(await _submit(request))
 
 
 @router.post("/run/workflow/sync", response_model=list[WorkflowRunOutputModel],
-             responses={**SUBMIT_ERRORS,
-                        500: {"model": schemas.RunEndedBody, "description": "The run failed."},
-                        504: {"model": schemas.RunEndedBody,
-                              "description": "The run timed out, or outlived the wait limit."},
-                        409: {"model": schemas.RunEndedBody,
-                              "description": "The run was cancelled."}},
-             openapi_extra=RUN_REQUEST_BODY, summary="Run a workflow and wait for its outputs")
+             responses=SYNC_RESPONSES, openapi_extra=RUN_REQUEST_BODY,
+             summary="Run a workflow and wait for its outputs")
 async def sync_run(request: Request) -> Response:
     """Queue a run, wait for it (up to ``COMFYQ_API_SYNC_TIMEOUT_SECONDS``), answer its outputs.
 
@@ -113,8 +128,11 @@ async def sync_run(request: Request) -> Response:
     still going at the wait limit answers 504. Either way the body names the run and its status,
     and the ``X-Comfyq-Run-Id`` header the run, so it can be followed with ``GET /run/{id}``.
     """
-    run_id = await _submit(request)
-    api = context(request)
+    return await sync_answer(context(request), await _submit(request))
+
+
+async def sync_answer(api: ApiContext, run_id: str) -> Response:
+    """The outputs of ``run_id`` once it succeeds, or why not (see ``sync_run``)."""
     async for _ in api.follower.watch(run_id, api.settings.api_sync_timeout_seconds,
                                       KEEPALIVE_SECONDS):
         pass
@@ -136,12 +154,8 @@ async def sync_run(request: Request) -> Response:
     return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
 
 
-@router.post("/run/workflow/stream", responses={
-    **SUBMIT_ERRORS, 200: {"content": {EVENT_STREAM: {"schema": {
-        "$ref": "#/components/schemas/StreamEvent"}}},
-        "description": "Server-sent events until the run is final."}},
-    openapi_extra=RUN_REQUEST_BODY, response_class=StreamingResponse,
-    summary="Run a workflow and stream its progress")
+@router.post("/run/workflow/stream", responses=STREAM_RESPONSES, openapi_extra=RUN_REQUEST_BODY,
+             response_class=StreamingResponse, summary="Run a workflow and stream its progress")
 async def stream_run(request: Request) -> StreamingResponse:
     """Queue a run and follow it with server-sent events, ending with its final status.
 
@@ -151,8 +165,11 @@ async def stream_run(request: Request) -> StreamingResponse:
     outlives ``COMFYQ_API_STREAM_TIMEOUT_SECONDS``. ``event: log_update`` carries each new live
     status line as ``{"logs", "timestamp"}``.
     """
-    run_id = await _submit(request)
-    api = context(request)
+    return stream_answer(context(request), await _submit(request))
+
+
+def stream_answer(api: ApiContext, run_id: str) -> StreamingResponse:
+    """The server-sent events of ``run_id`` (see ``stream_run``)."""
     events = run_events(api.follower, run_id, api.settings.api_stream_timeout_seconds)
     return StreamingResponse(events, media_type=EVENT_STREAM, headers={
         RUN_ID_HEADER: run_id, "cache-control": "no-cache", "x-accel-buffering": "no"})

@@ -297,6 +297,9 @@ def _plugin_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         pass
     else:
         registrars.append(add_webhook_commands)
+    from comfyq.cli.deployments import add_deployment_commands
+
+    registrars.append(add_deployment_commands)
     return registrars
 
 
