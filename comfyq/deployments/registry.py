@@ -79,24 +79,32 @@ class Deployments:
         """
         if graph is None:
             graph = self.workflows.latest(workflow_id)
-            if graph is None:
-                raise InvalidRunRequest([FieldProblem(
-                    "workflow_id", f"no graph is kept under workflow {workflow_id!r}; give one")],
-                    WHAT)
+        if graph is None:
+            raise InvalidRunRequest([FieldProblem(
+                "workflow_id", f"no graph is kept under workflow {workflow_id!r}; give one")], WHAT)
         fields = {"workflow_id": workflow_id, "workflow_version_id": version_id(graph),
                   "environment": environment, "machine_id": machine_id,
                   "deployment_id": deployment_id}
-        problems: list[FieldProblem] = []
-        for check in (lambda: self.workflows.check(workflow_id, graph),
-                      lambda: self._parse(fields, pending=fields["workflow_version_id"])):
-            try:
-                check()
-            except InvalidRunRequest as error:
-                problems += error.problems
+        problems = self._deploy_problems(graph, fields)
         if problems:
-            raise InvalidRunRequest(list(dict.fromkeys(problems)), WHAT)
+            raise InvalidRunRequest(problems, WHAT)
         self.workflows.add(workflow_id, graph)
         return self.create(fields)
+
+    def _deploy_problems(self, graph: Any, fields: dict[str, Any]) -> list[FieldProblem]:
+        """Every problem of deploying ``graph`` as ``fields`` say, found before keeping it."""
+        problems: list[FieldProblem] = []
+        try:
+            self.workflows.check(fields["workflow_id"], graph)
+        except InvalidRunRequest as error:
+            problems += error.problems
+        try:
+            request = self._parse(fields, pending=fields["workflow_version_id"])
+            problems += _id_problems(self.redis, request, _current_id(self.redis, request))
+        except InvalidRunRequest as error:
+            problems += error.problems
+        # A bad workflow_id is a problem of both checks; it is named once.
+        return list(dict.fromkeys(problems))
 
     def _parse(self, request: Any, pending: str | None = None) -> DeploymentCreate:
         def is_kept(workflow_id: str, version: str) -> bool:
@@ -107,7 +115,6 @@ class Deployments:
 
     def _add_version(self, request: DeploymentCreate) -> tuple[str, int]:
         """The deployment's id and the number of the version added to it."""
-        target = json.dumps([request.workflow_id, request.environment.value])
         created = time.time()
         entry = json.dumps({"workflow_version_id": request.workflow_version_id,
                             "machine_id": request.machine_id or "", "created_at": created})
@@ -116,17 +123,14 @@ class Deployments:
                 try:
                     # Watched: two first deployments of a workflow to one environment make one.
                     pipeline.watch(keys.DEPLOYMENT_TARGETS)
-                    deployment_id = pipeline.hget(keys.DEPLOYMENT_TARGETS, target)
-                    is_new = deployment_id is None
-                    if is_new:
-                        deployment_id = self._new_id(pipeline, request)
-                    elif request.deployment_id not in (None, deployment_id):
-                        raise _id_problem(f"{request.workflow_id!r} is deployed to "
-                                          f"{request.environment.value} as {deployment_id!r}; "
-                                          "leave deployment_id out to add a version to it")
+                    current_id = _current_id(pipeline, request)
+                    problems = _id_problems(pipeline, request, current_id)
+                    if problems:
+                        raise InvalidRunRequest(problems, WHAT)
+                    deployment_id = current_id or request.deployment_id or str(uuid.uuid4())
                     pipeline.multi()
-                    if is_new:
-                        pipeline.hset(keys.DEPLOYMENT_TARGETS, target, deployment_id)
+                    if current_id is None:
+                        pipeline.hset(keys.DEPLOYMENT_TARGETS, _target(request), deployment_id)
                         pipeline.hset(keys.deployment(deployment_id), mapping={
                             "workflow_id": request.workflow_id,
                             "environment": request.environment.value, "created_at": created})
@@ -135,15 +139,6 @@ class Deployments:
                     return deployment_id, pipeline.execute()[-1]
                 except redis.WatchError:
                     continue
-
-    @staticmethod
-    def _new_id(pipeline: redis.client.Pipeline, request: DeploymentCreate) -> str:
-        if request.deployment_id is None:
-            return str(uuid.uuid4())
-        if pipeline.exists(keys.deployment(request.deployment_id)):
-            raise _id_problem(f"{request.deployment_id!r} already deploys another workflow or "
-                              "environment")
-        return request.deployment_id
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -202,5 +197,26 @@ def _resolved(deployment_id: str, record: dict[str, str], version: int, entry: d
     return ResolvedDeployment(deployment, graph)
 
 
-def _id_problem(message: str) -> InvalidRunRequest:
-    return InvalidRunRequest([FieldProblem("deployment_id", message)], WHAT)
+def _target(request: DeploymentCreate) -> str:
+    return json.dumps([request.workflow_id, request.environment.value])
+
+
+def _current_id(reader: redis.Redis, request: DeploymentCreate) -> str | None:
+    """The id of the request's workflow's deployment in its environment, if there is one."""
+    return reader.hget(keys.DEPLOYMENT_TARGETS, _target(request))
+
+
+def _id_problems(reader: redis.Redis, request: DeploymentCreate, current_id: str | None
+                 ) -> list[FieldProblem]:
+    """Why the ``deployment_id`` the request asks for cannot be had, if it cannot."""
+    wanted = request.deployment_id
+    if wanted is None or wanted == current_id:
+        return []
+    if current_id is not None:
+        message = (f"{request.workflow_id!r} is deployed to {request.environment.value} as "
+                   f"{current_id!r}; leave deployment_id out to add a version to it")
+    elif reader.exists(keys.deployment(wanted)):
+        message = f"{wanted!r} already deploys another workflow or environment"
+    else:
+        return []
+    return [FieldProblem("deployment_id", message)]
