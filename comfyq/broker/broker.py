@@ -12,9 +12,19 @@ from comfyq.settings import Settings
 if TYPE_CHECKING:
     from celery import Celery
 
-#: How long publishing a run may retry through broker hiccups before the submit fails.
-PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
-                        "interval_max": 2.0}
+#: kombu's waits between publish retries: the first, the growth of each next one, the longest.
+PUBLISH_RETRY_INTERVALS = {"interval_start": 0.1, "interval_step": 0.5, "interval_max": 1.0}
+
+
+def publish_retry_policy(seconds: float) -> dict[str, float]:
+    """kombu's retry policy that keeps publishing through a broker outage for about ``seconds``."""
+    retries, waited = 0, 0.0
+    while waited < seconds:
+        waited += min(PUBLISH_RETRY_INTERVALS["interval_max"],
+                      PUBLISH_RETRY_INTERVALS["interval_start"]
+                      + retries * PUBLISH_RETRY_INTERVALS["interval_step"])
+        retries += 1
+    return {"max_retries": retries, **PUBLISH_RETRY_INTERVALS}
 
 
 class Broker:
@@ -29,6 +39,7 @@ class Broker:
                  timeout: float | None = None) -> None:
         self.settings = settings
         self.timeout = timeout
+        self.retry_policy = publish_retry_policy(settings.outage_retry_seconds)
         if celery_app is not None:
             self.celery_app = celery_app
 
@@ -48,7 +59,7 @@ class Broker:
         """
         self.celery_app.send_task(EXECUTE_RUN_TASK, args=[run_id], task_id=run_id,
                                   queue=gpu_queue(gpu_type), retry=True,
-                                  retry_policy=PUBLISH_RETRY_POLICY)
+                                  retry_policy=self.retry_policy)
 
     def send_webhook_delivery(self, event_id: str) -> None:
         """Hand one delivery attempt of webhook event ``event_id`` to a callback worker."""

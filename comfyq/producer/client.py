@@ -35,7 +35,7 @@ from comfyq.models import (
 from comfyq.producer.gpu_choice import resolve_gpu
 from comfyq.producer.graph_check import check_run_graph
 from comfyq.redis import keys
-from comfyq.redis.connection import RESTART_RETRIES, redis_client
+from comfyq.redis.connection import redis_client
 from comfyq.runs.codec import run_model
 from comfyq.runs.follow import RunChanges
 from comfyq.runs.hooks import RunHooks
@@ -78,7 +78,7 @@ class Client:
         self.broker = Broker(self.settings, celery_app)
         self.celery_app = self.broker.celery_app
         # Writes here are idempotent: ride out a Redis restart of a second or two.
-        self.redis = redis_client or _records_client(self.settings.redis_url)
+        self.redis = redis_client or _records_client(self.settings)
         self.store = RunStore(self.redis, self.settings.run_retention_seconds)
         self.webhook_settings = webhook_settings or get_webhook_settings()
         self.hooks = RunHooks([WebhookEvents(self.redis, self.broker.send_webhook_delivery,
@@ -257,8 +257,8 @@ class Client:
                             "cancel requested; the worker stops the run at its next node")
 
 
-def _records_client(url: str) -> redis.Redis:
-    return redis_client(url, retries=RESTART_RETRIES)
+def _records_client(settings: Settings) -> redis.Redis:
+    return redis_client(settings.redis_url, retry_seconds=settings.outage_retry_seconds)
 
 
 @functools.cache

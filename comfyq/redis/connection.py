@@ -2,13 +2,14 @@
 
 Every client decodes replies to ``str`` (records are JSON text) and checks an idle connection's
 health before reusing it. What differs is named by the caller: ``timeout`` for interactive
-commands and scrapes that must give up quickly, ``retries`` for writers that ride out a Redis
+commands and scrapes that must give up quickly, ``retry_seconds`` for writers that ride out a Redis
 restart (their writes are idempotent).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -18,8 +19,19 @@ from redis.retry import Retry
 HEALTH_CHECK_INTERVAL_SECONDS = 30
 #: Seconds an interactive command or a scrape waits for Redis before it gives up.
 QUICK_TIMEOUT_SECONDS = 5.0
-#: Retries of a command through a broken connection, with backoff (about 3 s in all).
-RESTART_RETRIES = 6
+#: Longest wait between two retries of a command through a broken connection.
+RETRY_CAP_SECONDS = 1.0
+#: The first wait; each next one doubles, up to the cap.
+RETRY_BASE_SECONDS = 0.05
+
+
+def retries_within(seconds: float) -> int:
+    """How many retries, with this module's backoff, keep trying for about ``seconds``."""
+    count, waited = 0, 0.0
+    while waited < seconds:
+        count += 1
+        waited += min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** count)
+    return count
 
 
 def _options(timeout: float | None, retries: int) -> dict[str, Any]:
@@ -29,20 +41,32 @@ def _options(timeout: float | None, retries: int) -> dict[str, Any]:
         options |= {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     if retries:
         options |= {
-            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+            "retry": Retry(ExponentialBackoff(cap=RETRY_CAP_SECONDS, base=RETRY_BASE_SECONDS),
+                           retries),
             # The builtin ConnectionError: a refused connect surfaces as the socket's own error.
             "retry_on_error": [redis.ConnectionError, redis.TimeoutError, ConnectionError],
         }
     return options
 
 
-def redis_client(url: str, *, timeout: float | None = None, retries: int = 0) -> redis.Redis:
+def redis_location(url: str) -> str:
+    """A Redis URL without its credentials, for messages and logs."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # its message would quote the text after the host, a password maybe
+        port = ":(not a port)"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def redis_client(url: str, *, timeout: float | None = None,
+                 retry_seconds: float = 0.0) -> redis.Redis:
     """A client of the Redis at ``url``.
 
     :param timeout: seconds a connect or a reply may take (None: wait as long as it takes).
-    :param retries: how often a command is retried through a broken connection.
+    :param retry_seconds: how long a command is retried through a broken connection.
     """
-    return redis.Redis.from_url(url, **_options(timeout, retries))
+    return redis.Redis.from_url(url, **_options(timeout, retries_within(retry_seconds)))
 
 
 def async_redis_client(url: str, *, timeout: float | None = None) -> Any:
