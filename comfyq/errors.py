@@ -12,10 +12,12 @@ class ComfyqError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
-    """One problem of a request: the dotted path of the field and what is wrong with it."""
+    """One problem of a request: the dotted path of the field, what is wrong with it, and the
+    kind of problem (the HTTP API's ``type``; ComfyUI's error type for a graph's problems)."""
 
     path: str
     message: str
+    kind: str = "value_error"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message

@@ -39,6 +39,37 @@ def _is_link(value: Any) -> bool:
     )
 
 
+def iter_list_inputs(graph: Mapping[str, Any]) -> Iterator[tuple[str, str, list]]:
+    """Yield ``(node_id, input_name, value)`` for every input whose value is a list.
+
+    ComfyUI's validation reads every list in a node's inputs as a link (a list literal is
+    written ``{"__value__": [...]}``), so each of these must be a well-formed link.
+    """
+    for node_id, node in graph.items():
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if not isinstance(inputs, Mapping):
+            continue
+        for name, value in inputs.items():
+            if isinstance(value, list):
+                yield node_id, name, value
+
+
+def link_shape_problem(value: list) -> str | None:
+    """Why a list input is not a link ``[node_id, output_index]`` ComfyUI can look up; None
+    when it is one (whether that node exists is another question)."""
+    if len(value) != 2:
+        return (f"a link must be [node_id, output_index], a list of 2 items; got {len(value)} "
+                "(write a list value as {\"__value__\": [...]})")
+    node_id, index = value
+    if not isinstance(node_id, str):
+        return f"a link's node id must be a string, like \"{node_id}\"; got {node_id!r}"
+    if not isinstance(index, int) or isinstance(index, bool):
+        return f"a link's output index must be an integer; got {index!r}"
+    if index < 0:
+        return f"output index {index} is negative"
+    return None
+
+
 def iter_links(graph: Mapping[str, Any]) -> Iterator[tuple[str, str, Link]]:
     """Yield ``(node_id, input_name, link)`` for every link of every node."""
     for node_id, node in graph.items():

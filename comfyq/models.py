@@ -27,6 +27,7 @@ from typing_extensions import TypedDict
 from comfyq import graph as graph_structure
 from comfyq.errors import FieldProblem, InvalidRunRequest
 from comfyq.gpu_types import GPU
+from comfyq.request_json import load_request_json, refuse_unsafe_values
 from comfyq.run_status import FINAL_RANK, FINAL_STATUSES, STATUS_RANK, RunStatus
 
 __all__ = ["FINAL_RANK", "FINAL_STATUSES", "GPU", "STATUS_RANK", "RunStatus"]
@@ -46,6 +47,14 @@ def _http_url(value: str) -> str:
 
 #: A request's ``webhook``: an http(s) URL (where it may point is checked at submit).
 WebhookURL = Annotated[StrictStr, AfterValidator(_http_url)]
+
+
+#: ComfyUI's top-level error types (its ``/prompt`` answers), which a graph's problems carry as
+#: their kind: no graph at all, a malformed one, one without outputs, one whose outputs fail.
+NO_PROMPT = "no_prompt"
+MALFORMED_PROMPT = "invalid_prompt"
+NO_OUTPUTS = "prompt_no_outputs"
+OUTPUTS_FAILED = "prompt_outputs_failed_validation"
 
 
 class ApiNode(TypedDict):
@@ -77,22 +86,26 @@ class WorkflowRunRequest(BaseModel):
     machine_id: StrictStr | None = None
 
 
-def graph_problems(workflow: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """Structural problems of an API graph as ``(field path, message)`` pairs; empty when sound."""
-    base = ("workflow_api_json",)
+def graph_problems(workflow: dict[str, Any]) -> list[FieldProblem]:
+    """Structural problems of an API graph, each with its field path and ComfyUI's error type
+    for it (an empty graph has no outputs; a link that cannot be looked up fails the outputs'
+    validation); empty when sound."""
+    base = "workflow_api_json"
     if not workflow:
-        return [(base, "must contain at least one node (or deploy a graph under this "
-                       "workflow_id: comfyq workflows deploy)")]
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    for node_id, input_name, link in graph_structure.iter_links(workflow):
-        where = (*base, node_id, "inputs", input_name)
-        if link.source not in workflow:
-            problems.append((where, f"links to node {link.source!r}, which is not in the graph"))
-        elif link.output_index < 0:
-            problems.append((where, f"output index {link.output_index} is negative"))
+        return [FieldProblem(base, "must contain at least one node (or deploy a graph under this "
+                                   "workflow_id: comfyq workflows deploy)", NO_OUTPUTS)]
+    problems = []
+    for node_id, input_name, value in graph_structure.iter_list_inputs(workflow):
+        problem = graph_structure.link_shape_problem(value)
+        if problem is None and value[0] not in workflow:
+            problem = f"links to node {value[0]!r}, which is not in the graph"
+        if problem is not None:
+            where = _dotted((base, node_id, "inputs", input_name))
+            problems.append(FieldProblem(where, problem, OUTPUTS_FAILED))
     cycle = graph_structure.find_cycle(workflow)
     if cycle:
-        problems.append((base, "the graph has a cycle: " + " -> ".join(cycle)))
+        problems.append(FieldProblem(base, "the graph has a cycle: " + " -> ".join(cycle),
+                                     OUTPUTS_FAILED))
     return problems
 
 
@@ -176,17 +189,19 @@ def parse_run_request(data: WorkflowRunRequest | dict[str, Any] | str | bytes,
     :raises InvalidRunRequest: listing every problem with its field path.
     """
     if isinstance(data, WorkflowRunRequest):
+        refuse_unsafe_values(data.model_dump())
         return _with_graph_checked(data, deployed_graph)
+    if isinstance(data, (str, bytes, bytearray)):
+        data = load_request_json(data)
+    else:
+        refuse_unsafe_values(data)
     try:
-        if isinstance(data, (str, bytes, bytearray)):
-            request = WorkflowRunRequest.model_validate_json(data)
-        else:
-            request = WorkflowRunRequest.model_validate(data)
+        request = WorkflowRunRequest.model_validate(data)
     except ValidationError as error:
         problems = request_problems(error, "WorkflowRunRequest")
         raw_graph = data.get("workflow_api_json") if isinstance(data, dict) else None
         if isinstance(raw_graph, dict):
-            problems += _graph_field_problems(raw_graph)
+            problems += graph_problems(raw_graph)
         raise InvalidRunRequest(problems) from None
     return _with_graph_checked(request, deployed_graph)
 
@@ -198,14 +213,10 @@ def _with_graph_checked(request: WorkflowRunRequest,
         graph = deployed_graph(request.workflow_id)
         if graph:
             request = request.model_copy(update={"workflow_api_json": graph})
-    problems = _graph_field_problems(request.workflow_api_json)
+    problems = graph_problems(request.workflow_api_json)
     if problems:
         raise InvalidRunRequest(problems)
     return request
-
-
-def _graph_field_problems(workflow: dict[str, Any]) -> list[FieldProblem]:
-    return [FieldProblem(_dotted(path), message) for path, message in graph_problems(workflow)]
 
 
 def request_problems(error: ValidationError, model_name: str) -> list[FieldProblem]:
@@ -224,7 +235,8 @@ def _merge_union_problems(problems: list[FieldProblem]) -> list[FieldProblem]:
             kinds = [p.message.split("(got")[0].removeprefix("Input should be a valid ").strip()
                      for p in group]
             got = group[0].message.partition("(got ")[2].rstrip(")")
-            merged.append(FieldProblem(path, f"must be a {' or '.join(kinds)} (got {got})"))
+            merged.append(FieldProblem(path, f"must be a {' or '.join(kinds)} (got {got})",
+                                       group[0].kind))
         else:
             merged.extend(group)
     return merged
@@ -238,7 +250,14 @@ def _field_problem(item: Any, model_name: str) -> FieldProblem:
     message = item["msg"].removeprefix("Value error, ")
     if kind not in ("value_error", "missing") and "input" in item:
         message = f"{message} (got {_short_repr(item['input'])})"
-    return FieldProblem(path, message)
+    return FieldProblem(path, message, _graph_kind(item["loc"], kind))
+
+
+def _graph_kind(location: tuple[Any, ...], pydantic_kind: str) -> str:
+    """ComfyUI's error type for a problem of the graph itself, else ``value_error``."""
+    if not location or location[0] != "workflow_api_json":
+        return "value_error"
+    return NO_PROMPT if len(location) == 1 and pydantic_kind == "missing" else MALFORMED_PROMPT
 
 
 def _dotted(location: tuple[Any, ...]) -> str:
