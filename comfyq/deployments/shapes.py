@@ -23,6 +23,7 @@ from pydantic import (
 from comfyq.errors import InvalidRunRequest
 from comfyq.gpu_types import GPU
 from comfyq.models import InputValue, WebhookURL, request_problems
+from comfyq.request_json import load_request_json, refuse_unsafe_values
 
 #: Validation context of DeploymentCreate: the configured machine ids (COMFYQ_MACHINES).
 MACHINES = "machines"
@@ -149,13 +150,16 @@ def parse_request(model: type[Model], data: BaseModel | Any, what: str,
                   context: dict[str, Any] | None = None) -> Model:
     """``data`` (a model, a dict or JSON text) as ``model``, checked with ``context``.
 
-    :raises InvalidRunRequest: listing every problem with its field path.
+    :raises InvalidRunRequest: listing every problem with its field path; values no request may
+        hold (see :mod:`comfyq.request_json`) are refused first, as for workflow runs.
     """
     if isinstance(data, BaseModel):
         data = data.model_dump()
+    if isinstance(data, (str, bytes, bytearray)):
+        data = load_request_json(data)
+    else:
+        refuse_unsafe_values(data)
     try:
-        if isinstance(data, (str, bytes, bytearray)):
-            return model.model_validate_json(data, context=context)
         return model.model_validate(data, context=context)
     except ValidationError as error:
         raise InvalidRunRequest(request_problems(error, model.__name__), what) from None

@@ -186,6 +186,14 @@ def test_a_bad_deployment_run_request_names_every_problem(client, fresh_redis):
     assert comfyq_keys(fresh_redis) == []
 
 
+def test_a_deployment_run_refuses_values_no_request_may_hold(client, fresh_redis):
+    # Checked before the deployment is even looked up, as for workflow runs.
+    assert problems_of(client.submit_deployment,
+                       '{"deployment_id": "d", "inputs": {"seed": NaN}}') == {
+        "inputs.seed": "nan is not a JSON number (NaN and Infinity are not JSON)"}
+    assert comfyq_keys(fresh_redis) == []
+
+
 def test_an_unknown_deployment_is_a_refused_request_naming_deployment_id(client, fresh_redis):
     with pytest.raises(DeploymentNotFound) as caught:
         client.submit_deployment('{"deployment_id": "no-such-deployment"}')
