@@ -173,8 +173,7 @@ class Client:
     def _check_webhook(self, url: str) -> None:
         """Refuse webhooks to loopback, private, link-local or metadata addresses (unless allowed)."""
         try:
-            check_webhook_url(url, allow_loopback=self.webhook_settings.webhook_allow_loopback,
-                              allow_private=self.webhook_settings.webhook_allow_private)
+            check_webhook_url(url, self.webhook_settings.address_policy)
         except UnsafeWebhookURL as error:
             raise InvalidRunRequest([FieldProblem("webhook", str(error))]) from None
 

@@ -40,7 +40,6 @@ from comfyq.redis import keys
 from comfyq.webhooks import scripts
 from comfyq.webhooks.delivery_states import LIST_STATES
 from comfyq.webhooks.safety import (
-    AddressPolicy,
     UnresolvableWebhookHost,
     UnsafeWebhookURL,
     check_webhook_url,
@@ -156,17 +155,16 @@ def _attempt(client: redis.Redis, event_id: str, event: Mapping[str, str],
     """Check the URL again, sign, and POST once."""
     url = event["url"]
     try:
-        check_webhook_url(url, allow_loopback=settings.webhook_allow_loopback,
-                          allow_private=settings.webhook_allow_private)
+        check_webhook_url(url, settings.address_policy)
     except UnresolvableWebhookHost as error:
         return AttemptResult(Outcome.RETRY, None, 0.0, str(error))
     except UnsafeWebhookURL as error:
         return AttemptResult(Outcome.REJECTED, None, 0.0, str(error))
     body = event["body"].encode("utf-8")
     headers = signature_headers(signing_secrets(client, settings), event_id, body)
-    policy = AddressPolicy(settings.webhook_allow_loopback, settings.webhook_allow_private)
     return post(url, body, headers, timeout=settings.webhook_timeout_seconds,
-                max_response_bytes=settings.webhook_max_response_bytes, policy=policy)
+                max_response_bytes=settings.webhook_max_response_bytes,
+                policy=settings.address_policy)
 
 
 def retry_delay(attempts_made: int, settings: WebhookSettings,

@@ -9,6 +9,7 @@
 | `WEBHOOK_MAX_RESPONSE_BYTES`          | `65536`       | most bytes of an answer read          |
 | `WEBHOOK_ALLOW_LOOPBACK`              | `false`       | allow 127.0.0.0/8 and ::1 receivers   |
 | `WEBHOOK_ALLOW_PRIVATE`               | `false`       | allow private, link-local (note 4)    |
+| `WEBHOOK_ALLOWED_NETWORKS`            | none          | CIDRs allowed though not public       |
 | `WEBHOOK_PROGRESS_INTERVAL_SECONDS`   | `0.25`        | least gap between progress sends      |
 | `WEBHOOK_MAX_RETRY_AFTER_SECONDS`     | `86400`       | cap on an honoured `Retry-After`      |
 | `WEBHOOK_CLAIM_TIMEOUT_SECONDS`       | `300`         | unstarted hand-off re-sent after      |
@@ -26,7 +27,10 @@
 4. 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, 169.254/16, fe80::/10 and the like. Cloud
    metadata (169.254.169.254, fd00:ec2::254, metadata.google.internal), multicast, unspecified
    and reserved addresses are refused whatever is set. URLs are checked at submit and again
-   before every attempt, and the address actually connected to is checked too (DNS can change).
+   before every attempt, and each connection checks the addresses it is about to connect to
+   (DNS can change). `WEBHOOK_ALLOWED_NETWORKS` (comma-separated or a JSON list, e.g.
+   `10.20.0.0/16,fd00:1::/64`) allows just those networks for private receivers, rather than
+   every loopback or private address.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfyq.settings import _split_floats, _split_list, environment_settings
+from comfyq.webhooks.safety import AddressPolicy
 
 #: Every secret starts with this, as Standard Webhooks prescribes.
 SECRET_PREFIX = "whsec_"
@@ -50,6 +56,22 @@ DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)]
 FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_floats)]
+
+
+def _split_networks(value: Any) -> Any:
+    """CIDRs as networks; host bits are dropped (``10.0.0.1/8`` is ``10.0.0.0/8``)."""
+    items = _split_list(value)
+    if not isinstance(items, list):
+        return items
+    try:
+        return [ipaddress.ip_network(item, strict=False) if isinstance(item, str) else item
+                for item in items]
+    except ValueError as error:
+        raise ValueError(f"each entry must be a network in CIDR form, like 10.20.0.0/16 "
+                         f"({error})") from None
+
+
+NetworkList = Annotated[list[IPvAnyNetwork], NoDecode, BeforeValidator(_split_networks)]
 
 
 def secret_key_bytes(secret: str) -> bytes:
@@ -79,6 +101,7 @@ class WebhookSettings(BaseSettings):
     webhook_max_response_bytes: int = Field(65536, ge=0)
     webhook_allow_loopback: bool = False
     webhook_allow_private: bool = False
+    webhook_allowed_networks: NetworkList = Field(default_factory=list)
     webhook_progress_interval_seconds: float = Field(0.25, ge=0)
     webhook_max_retry_after_seconds: float = Field(86400.0, ge=0)
     webhook_claim_timeout_seconds: float = Field(300.0, gt=0)
@@ -104,6 +127,12 @@ class WebhookSettings(BaseSettings):
         if negative:
             raise ValueError(f"waits must be >= 0 seconds, got {negative[0]}")
         return schedule
+
+    @property
+    def address_policy(self) -> AddressPolicy:
+        """Which addresses webhooks may be sent to, as these settings say."""
+        return AddressPolicy(self.webhook_allow_loopback, self.webhook_allow_private,
+                             tuple(self.webhook_allowed_networks))
 
     @property
     def lease_seconds(self) -> float:

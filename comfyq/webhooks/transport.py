@@ -3,8 +3,8 @@
 A process keeps one `requests.Session` per address policy, so deliveries to the same receiver
 reuse kept-alive connections. Redirects are not followed (a redirect is a failure: the receiver
 must give the URL it means), answers are read only up to a size cap and a total deadline, and
-the address each new connection reaches is checked against the policy (DNS may have changed
-since the URL was checked).
+each new connection resolves the host again and connects only to addresses the policy allows,
+checked before connecting (DNS may have changed since the URL was checked).
 """
 
 from __future__ import annotations
@@ -21,8 +21,14 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from comfyq.webhooks.safety import AddressPolicy, UnsafeWebhookURL, display_url
+from comfyq.webhooks.safety import (
+    AddressPolicy,
+    UnresolvableWebhookHost,
+    UnsafeWebhookURL,
+    display_url,
+)
 
 #: Connections kept alive per receiver host (a callback worker's threads share them).
 POOL_MAXSIZE = 32
@@ -56,18 +62,30 @@ class AttemptResult:
 
 
 def _guarded(connection_class: type[HTTPConnection], policy: AddressPolicy) -> type:
-    """`connection_class` that refuses to talk to an address `policy` refuses."""
+    """`connection_class` that resolves its host itself and connects only to addresses `policy`
+    allows, checked before connecting: a refused address is never connected to, so whether
+    something listens there cannot be told from the attempt's error."""
 
     class GuardedConnection(connection_class):  # type: ignore[misc, valid-type]
         def _new_conn(self) -> Any:
-            sock = super()._new_conn()
-            address = sock.getpeername()[0]
+            name = self._dns_host
             try:
-                policy.check_address(address, f"connection to {self.host}:{self.port}")
-            except UnsafeWebhookURL:
-                sock.close()
-                raise
-            return sock
+                addresses = policy.allowed_addresses(name, self.port,
+                                                     f"connection to {self.host}:{self.port}")
+            except UnresolvableWebhookHost as error:
+                raise NewConnectionError(self, str(error)) from None
+            failure: Exception | None = None
+            for address in addresses:
+                # urllib3 connects to _dns_host; TLS still checks the certificate of the name.
+                self._dns_host = address
+                try:
+                    return super()._new_conn()
+                except (NewConnectionError, ConnectTimeoutError) as error:
+                    failure = error
+                finally:
+                    self._dns_host = name
+            assert failure is not None, "a host that resolves has an address"
+            raise failure
 
     GuardedConnection.__name__ = f"Guarded{connection_class.__name__}"
     return GuardedConnection
