@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -169,32 +169,39 @@ class Deployments:
             pipeline.lindex(keys.deployment_versions(deployment_id),
                             -1 if version is None else version - 1)
         answers = pipeline.execute()
-        rows = []
+        found: list[_Stored | None] = []
         for index, deployment_id in enumerate(deployment_ids):
             record, count, entry = answers[3 * index: 3 * index + 3]
-            if record and entry is not None:
-                rows.append((deployment_id, record, version or count, json.loads(entry)))
-            else:
-                rows.append(None)
-        for row in rows:
-            if row is not None:
-                pipeline.hget(keys.workflow_versions(row[1]["workflow_id"]),
-                              row[3]["workflow_version_id"])
+            found.append(_Stored(deployment_id, record, version or count, json.loads(entry))
+                         if record and entry is not None else None)
+        for stored in found:
+            if stored is not None:
+                pipeline.hget(keys.workflow_versions(stored.record["workflow_id"]),
+                              stored.entry["workflow_version_id"])
         graphs = iter(pipeline.execute())
-        return [None if row is None else _resolved(*row, json.loads(next(graphs) or "{}"))
-                for row in rows]
+        return [None if stored is None else stored.resolved(json.loads(next(graphs) or "{}"))
+                for stored in found]
 
 
-def _resolved(deployment_id: str, record: dict[str, str], version: int, entry: dict[str, Any],
-              graph: dict[str, Any]) -> ResolvedDeployment:
-    workflow_id = record["workflow_id"]
-    deployment = DeploymentModel(
-        id=deployment_id, workflow_id=workflow_id, environment=record["environment"],
-        workflow_version_id=entry["workflow_version_id"], machine_id=entry["machine_id"],
-        created_at=float(record["created_at"]), updated_at=entry["created_at"],
-        workflow=WorkflowWithName(id=workflow_id, name=workflow_id),
-        input_types=input_types(graph), version=version)
-    return ResolvedDeployment(deployment, graph)
+class _Stored(NamedTuple):
+    """One version of a deployment as Redis holds it: the record and the version's entry."""
+
+    deployment_id: str
+    record: dict[str, str]
+    version: int
+    entry: dict[str, Any]
+
+    def resolved(self, graph: dict[str, Any]) -> ResolvedDeployment:
+        workflow_id = self.record["workflow_id"]
+        deployment = DeploymentModel(
+            id=self.deployment_id, workflow_id=workflow_id,
+            environment=self.record["environment"],
+            workflow_version_id=self.entry["workflow_version_id"],
+            machine_id=self.entry["machine_id"], created_at=float(self.record["created_at"]),
+            updated_at=self.entry["created_at"],
+            workflow=WorkflowWithName(id=workflow_id, name=workflow_id),
+            input_types=input_types(graph), version=self.version)
+        return ResolvedDeployment(deployment, graph)
 
 
 def _target(request: DeploymentCreate) -> str:
