@@ -3,6 +3,10 @@
 ``comfyq worker`` starts a beat on every host for convenience; the lock makes exactly one of
 them schedule at any time. The holder renews the lock on every tick; if it dies, another takes
 over once the lock expires.
+
+The holder also hands the webhook deliveries that are due to the callback workers on every
+tick (about once a second) itself: as a scheduled task, that tick would be a message and three
+INFO log lines (beat's, the worker's "received" and "succeeded") every second.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
 import redis
 from celery.beat import PersistentScheduler
 
+from comfyq.broker import Broker
 from comfyq.redis import keys, scripts
 from comfyq.redis.connection import redis_client
 from comfyq.settings import get_settings
@@ -51,10 +57,11 @@ class LockedScheduler(PersistentScheduler):
     """A persistent beat scheduler that only sends tasks while holding :class:`BeatLock`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        client = redis_client(get_settings().redis_url)
-        self.lock = BeatLock(client)
+        self.client = redis_client(get_settings().redis_url)
+        self.lock = BeatLock(self.client)
         self._holding = False
         super().__init__(*args, **kwargs)
+        self.broker = Broker(get_settings(), self.app)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
@@ -67,7 +74,18 @@ class LockedScheduler(PersistentScheduler):
             self._holding = holding
         if not holding:
             return MAX_TICK_INTERVAL_SECONDS
+        self.dispatch_due_webhooks()
         return min(super().tick(*args, **kwargs), MAX_TICK_INTERVAL_SECONDS)
+
+    def dispatch_due_webhooks(self) -> int:
+        """Hand every webhook delivery that is due to a callback worker; returns how many."""
+        from comfyq.webhooks.outbox import enqueue_due
+
+        try:
+            return enqueue_due(self.client, time.time(), self.broker.send_webhook_delivery)
+        except Exception as error:  # beat must go on; the deliveries stay due for the next tick
+            logger.warning("could not hand out due webhook deliveries: %s", error)
+            return 0
 
     def close(self) -> None:
         try:

@@ -1,4 +1,7 @@
-"""What beat schedules, and how often; read by the Celery app's configuration."""
+"""What beat schedules, and how often; read by the Celery app's configuration.
+
+Due webhook deliveries are not here: beat's own tick hands them out (``scheduler.beat``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ from comfyq.broker import names
 from comfyq.broker.names import MAINTENANCE_QUEUE
 from comfyq.settings import Settings
 
-#: Seconds between two scans of the webhook outbox for deliveries that are due.
-WEBHOOK_DISPATCH_INTERVAL_SECONDS = 1.0
 #: Seconds between two sweeps for expired records, stale index entries and old output files.
 RETENTION_INTERVAL_SECONDS = 300.0
 
@@ -21,8 +22,6 @@ def _every(task: str, seconds: float) -> dict:
 def beat_schedule(settings: Settings) -> dict:
     """The maintenance beat runs, with intervals from ``settings``."""
     return {
-        "dispatch-due-webhooks": _every(names.DISPATCH_DUE_WEBHOOKS_TASK,
-                                        WEBHOOK_DISPATCH_INTERVAL_SECONDS),
         "reap-runs": _every(names.REAP_RUNS_TASK, settings.maintenance_interval_seconds),
         "recover-lost-messages": _every(names.RECOVER_LOST_MESSAGES_TASK,
                                         max(settings.lost_message_seconds / 2, 1.0)),

@@ -1,23 +1,13 @@
 """The periodic maintenance tasks that beat schedules (``scheduler.beat_schedule``) on the CPU
-worker."""
+worker (beat hands out due webhook deliveries itself)."""
 
 from __future__ import annotations
-
-import time
 
 from comfyq.broker import names
 from comfyq.scheduler import reaper
 from comfyq.settings import get_settings
 from comfyq.tasks.app import celery_app
-from comfyq.workers.runtime import broker, redis_client, run_hooks, run_store
-
-
-@celery_app.task(name=names.DISPATCH_DUE_WEBHOOKS_TASK)
-def dispatch_due_webhooks() -> int:
-    """Hand every webhook delivery that is due to a callback worker; returns how many."""
-    from comfyq.webhooks.outbox import enqueue_due
-
-    return enqueue_due(redis_client(), time.time(), broker().send_webhook_delivery)
+from comfyq.workers.runtime import broker, run_hooks, run_store
 
 
 @celery_app.task(name=names.REAP_RUNS_TASK)

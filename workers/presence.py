@@ -1,5 +1,11 @@
 """A Celery worker announces itself (``comfyq.worker_presence``) from the moment it is ready
-until it shuts down, refreshed by a timer thread, with what it serves."""
+until it shuts down, refreshed by a timer thread, with what it serves.
+
+``comfyq worker`` tells each GPU worker what it serves in ``COMFYQ_WORKER_GPU_TYPE``,
+``COMFYQ_WORKER_DEVICE`` and ``COMFYQ_WORKER_DEVICE_NAME``; a worker started by hand
+(``celery -A comfyq.tasks.app worker -Q comfyq.gpu.A100``) derives what is missing from its
+queue (:func:`derived_worker_env`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
+from comfyq.broker.names import gpu_queue
 from comfyq.catalog.publishing import CatalogPublisher, CatalogSource
 from comfyq.execution.registry import in_process_catalog
 from comfyq.redis.connection import redis_client
@@ -28,6 +35,29 @@ PRESENCE_REFRESH_SECONDS = 5
 _stop = threading.Event()
 #: This worker's catalog publisher, from ready to shutdown (GPU workers only).
 _worker_publisher: CatalogPublisher | None = None
+
+
+def derived_worker_env(queues: list[str], env: Mapping[str, str]) -> dict[str, str]:
+    """What a worker consuming ``queues`` is, for the ``COMFYQ_WORKER_*`` variables ``env``
+    lacks: the GPU type of its one GPU queue, on the first visible CUDA device (or the CPU
+    when ``CUDA_VISIBLE_DEVICES`` shows none)."""
+    if env.get("COMFYQ_WORKER_GPU_TYPE"):
+        return {}
+    prefix = gpu_queue("")
+    gpu_types = [queue.removeprefix(prefix) for queue in queues if queue.startswith(prefix)]
+    if len(gpu_types) != 1:
+        return {}  # a CPU worker, or one that mixes GPU types (nothing to say it is one of them)
+    derived = {"COMFYQ_WORKER_GPU_TYPE": gpu_types[0]}
+    if not env.get("COMFYQ_WORKER_DEVICE"):
+        derived["COMFYQ_WORKER_DEVICE"] = "cuda:0" if env.get("CUDA_VISIBLE_DEVICES") else "cpu"
+    return derived
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    # Before the pool forks, so the processes that execute runs inherit it.
+    queues = [queue.name for queue in sender.app.amqp.queues.consume_from.values()]
+    os.environ.update(derived_worker_env(queues, os.environ))
 
 
 def worker_description(hostname: str, queues: list[str]) -> dict[str, Any]:

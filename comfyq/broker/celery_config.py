@@ -5,16 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from comfyq.broker.names import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
 from comfyq.settings import Settings
 
 
+def declared_queue(name: str) -> Queue:
+    """Queue ``name`` on a direct exchange of its own, bound by its own name.
+
+    Without an exchange, kombu binds every queue to the default one (the callbacks queue's, as
+    ``task_default_queue``), which the worker banner then shows for each GPU queue too.
+    """
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for long GPU runs; each line says why."""
-    queues = [Queue(gpu_queue(gpu)) for gpu in settings.gpu_types]
-    queues += [Queue(CALLBACKS_QUEUE), Queue(MAINTENANCE_QUEUE)]
+    names = [*(gpu_queue(gpu) for gpu in settings.gpu_types), CALLBACKS_QUEUE, MAINTENANCE_QUEUE]
+    queues = [declared_queue(name) for name in names]
     return {
         "broker_url": settings.effective_broker_url,
         # Ack after the run ends, so a run whose worker dies mid-way is delivered again.

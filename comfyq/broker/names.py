@@ -12,7 +12,6 @@ EXECUTE_RUN_TASK = "comfyq.execute_run"
 #: One delivery attempt of one webhook event (callback workers).
 DELIVER_WEBHOOK_TASK = "comfyq.deliver_webhook"
 #: The maintenance tasks beat schedules.
-DISPATCH_DUE_WEBHOOKS_TASK = "comfyq.dispatch_due_webhooks"
 REAP_RUNS_TASK = "comfyq.reap_runs"
 RECOVER_LOST_MESSAGES_TASK = "comfyq.recover_lost_messages"
 EXPIRE_OLD_RUNS_TASK = "comfyq.expire_old_runs"
