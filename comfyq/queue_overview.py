@@ -3,6 +3,12 @@
 The broker's own view (:class:`comfyq.broker.Broker`) sees every queue, including ones that no
 online worker consumes (which Flower's queue view misses), and needs no answer from any worker.
 
+A queue's depth counts the runs still waiting, not its messages: the message of a run cancelled
+while queued (or a second message of one run, re-published) stays in the list until a worker
+takes and drops it. Telling them apart needs each message's run record, so the depth is exact
+for the oldest ``SCAN_WINDOW`` messages of a queue; beyond them, every message counts (a
+longer queue costs no more to read).
+
 Workers come from their presence keys (``comfyq.worker_presence``); the run a worker executes
 is the member of ``ACTIVE_RUNS`` whose record names it in its ``worker`` field.
 """
@@ -20,9 +26,8 @@ from comfyq.models import RunStatus
 from comfyq.runs.store import RunStore, now
 from comfyq.worker_presence import online_workers
 
-#: Messages looked at, from the oldest end, to find the oldest run that still waits (messages of
-#: runs cancelled while queued stay in the list until a worker drops them).
-OLDEST_SCAN_WINDOW = 100
+#: Messages of a queue, from its oldest end, whose runs are looked up (per priority list).
+SCAN_WINDOW = 1000
 
 
 @dataclass(frozen=True)
@@ -34,17 +39,29 @@ class WaitingRun:
     age_seconds: float
 
 
-def oldest_waiting_run(broker: Broker, store: RunStore, gpu_type: str,
-                       moment: float | None = None) -> WaitingRun | None:
-    """The run that has waited longest among the queue's messages whose run is still queued."""
+@dataclass(frozen=True)
+class Waiting:
+    """The runs waiting in one queue: how many, and which has waited longest."""
+
+    depth: int
+    oldest: WaitingRun | None
+
+
+def waiting_runs(broker: Broker, store: RunStore, gpu_type: str,
+                 moment: float | None = None) -> Waiting:
+    """How many runs wait in ``gpu_type``'s queue, and the one that has waited longest."""
     moment = now() if moment is None else moment
-    candidates = broker.waiting_run_ids(gpu_type, oldest=OLDEST_SCAN_WINDOW)
-    seen = store.fields_of(candidates, ("queued_at",))
-    waiting = [WaitingRun(run_id, record["queued_at"], round(moment - record["queued_at"], 3))
-               for run_id, record in seen.items()
-               if record and record["status"] == RunStatus.QUEUED.value
-               and record["queued_at"] is not None]
-    return min(waiting, key=lambda run: run.queued_at, default=None)
+    messages, candidates = broker.waiting(gpu_type, oldest=SCAN_WINDOW)
+    seen = store.fields_of(list(dict.fromkeys(candidates)), ("queued_at",))
+    still_waiting = {run_id: record["queued_at"] for run_id, record in seen.items()
+                     if record and record["status"] == RunStatus.QUEUED.value}
+    stale = len(candidates) - len(still_waiting)  # ended runs' messages, and second messages
+    queued_times = {run_id: at for run_id, at in still_waiting.items() if at is not None}
+    oldest = min(queued_times, key=queued_times.__getitem__, default=None)
+    if oldest is None:
+        return Waiting(messages - stale, None)
+    queued_at = queued_times[oldest]
+    return Waiting(messages - stale, WaitingRun(oldest, queued_at, round(moment - queued_at, 3)))
 
 
 def current_runs(store: RunStore) -> dict[str, str]:
@@ -105,8 +122,8 @@ def queue_states(records: redis.Redis, broker: Broker, gpu_types: Iterable[str],
     executing = current_runs(store)
     states = []
     for gpu_type in _gpu_types(gpu_types, workers):
-        queue = gpu_queue(gpu_type)
         serving = [_worker_state(w, executing) for w in workers if w.get("gpu_type") == gpu_type]
-        states.append(QueueState(gpu_type, queue, broker.queue_depth(gpu_type),
-                                 oldest_waiting_run(broker, store, gpu_type, moment), serving))
+        waiting = waiting_runs(broker, store, gpu_type, moment)
+        states.append(QueueState(gpu_type, gpu_queue(gpu_type), waiting.depth, waiting.oldest,
+                                 serving))
     return states

@@ -81,6 +81,11 @@ class Broker:
         """Run ids waiting in ``gpu_type``'s queue, oldest first (only ``oldest`` of them)."""
         return self.transport.waiting_run_ids(gpu_queue(gpu_type), oldest)
 
+    def waiting(self, gpu_type: str, oldest: int | None = None) -> tuple[int, list[str]]:
+        """Messages in ``gpu_type``'s queue, and the run ids of the ``oldest`` of them (all when
+        None), oldest first; the two agree, read in one round trip."""
+        return self.transport.waiting(gpu_queue(gpu_type), oldest)
+
     def held_run_ids(self, since: float) -> set[str]:
         """Run ids of messages a worker took after ``since`` and has not acknowledged."""
         return self.transport.held_run_ids(since)

@@ -43,14 +43,21 @@ class RedisTransportView:
     def waiting_run_ids(self, queue: str, oldest: int | None = None) -> list[str]:
         """Run ids of the messages waiting in ``queue``, oldest first; only the ``oldest`` few
         of each priority list when given."""
+        return self.waiting(queue, oldest)[1]
+
+    def waiting(self, queue: str, oldest: int | None = None) -> tuple[int, list[str]]:
+        """How many messages wait in ``queue``, and the run ids of the ``oldest`` few of each
+        priority list (all when None), oldest first; in one round trip."""
         start = 0 if oldest is None else -oldest
         pipeline = self.client.pipeline(transaction=False)
         for name in queue_lists(queue):
+            pipeline.llen(name)
             pipeline.lrange(name, start, -1)
+        replies = pipeline.execute()
         run_ids: list[str] = []
-        for raw in pipeline.execute():
+        for raw in replies[1::2]:
             run_ids += message_run_ids(reversed(raw))
-        return run_ids
+        return sum(replies[::2]), run_ids
 
     def held_run_ids(self, since: float) -> set[str]:
         """Run ids of messages a worker took, and has not acknowledged, after ``since``."""

@@ -248,6 +248,28 @@ def test_queues_show_depth_oldest_wait_and_what_each_worker_executes(env, client
     assert f"executing {busy}" in table
 
 
+def test_queues_do_not_count_a_run_cancelled_while_queued(env, client):
+    with GatedImageServer() as gate:
+        busy = client.submit(request(held_graph("busy"), gpu="T4", inputs={"picture": gate.url()}))
+        assert gate.requested.wait(30)
+        cancelled = client.submit(request(gpu="T4"))
+        waiting = client.submit(request(gpu="T4"))
+        assert client.cancel(cancelled).cancelled
+        try:
+            messages = client.broker.waiting_run_ids("T4")
+            t4 = {q["gpu_type"]: q for q in json.loads(
+                run_comfyq(env, "queues", "--json").stdout)}["T4"]
+            table = run_comfyq(env, "queues").stdout
+        finally:
+            gate.open()
+        for run_id in (busy, waiting):
+            assert client.wait(run_id, 60).status == RunStatus.SUCCESS
+    # Its message is still in the queue (no worker took it yet), but it no longer waits.
+    assert messages == [cancelled, waiting]
+    assert t4["depth"] == 1 and t4["oldest_waiting"]["run_id"] == waiting
+    assert "depth 1 " in table and f"(run {waiting})" in table
+
+
 def test_queues_count_a_queue_no_worker_consumes(env, fleet_settings, redis_client):
     from comfyq import Client
 

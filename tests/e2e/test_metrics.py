@@ -156,7 +156,11 @@ def test_queue_depth_oldest_wait_and_busy_workers(exporter, client):
     with GatedImageServer() as gate:
         held = client.submit(request(held_graph("busy"), gpu="T4", inputs={"picture": gate.url()}))
         assert gate.requested.wait(30)
+        # The oldest message's run is cancelled: its message stays until a worker drops it.
+        cancelled = client.submit(request(gpu="T4"))
         waiting = [client.submit(request(gpu="T4")) for _ in range(3)]
+        assert client.cancel(cancelled).cancelled
+        assert client.broker.waiting_run_ids("T4") == [cancelled, *waiting]
 
         def scraped_while_busy() -> tuple[float, Scrape, float] | None:
             asked = time.time()
@@ -172,7 +176,7 @@ def test_queue_depth_oldest_wait_and_busy_workers(exporter, client):
             assert client.wait(run_id, 60).status == RunStatus.SUCCESS
     idle = exporter.scrape()
 
-    assert busy.value("comfyq_queue_depth", gpu_type="T4") == 3
+    assert busy.value("comfyq_queue_depth", gpu_type="T4") == 3  # 4 messages, 3 runs waiting
     assert busy.value("comfyq_queue_depth", gpu_type="A100") == 0
     # The oldest waiting run's age: from its queueing to the scrape (ages are in milliseconds).
     queued_at = client.get_run(waiting[0]).queued_at.timestamp()
