@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         30.0, ge=0, description="After its limit, how long a run may take to stop before the "
         "reaper marks it `timeout` anyway."
     )
+    cancel_grace_seconds: float = Field(
+        10.0, ge=0, description="After a cancel, or past its limit, how long a run may take to "
+        "stop at a node boundary before its worker kills the process executing it; a fresh "
+        "process takes the next run. A run on a ComfyUI server gets this after "
+        "comfyui_interrupt_grace_seconds."
+    )
     lease_ttl_seconds: float = Field(
         30.0, gt=0, description="A run's lease lives this long without a worker heartbeat."
     )
@@ -152,6 +158,10 @@ class Settings(BaseSettings):
     )
     visibility_margin_seconds: float = Field(
         600.0, ge=0, description="Broker visibility timeout = max_run_seconds + this margin."
+    )
+    outage_retry_seconds: float = Field(
+        10.0, ge=0, description="How long a submit keeps retrying Redis and the broker through "
+        "a restart or failover before it fails (the run is then not kept)."
     )
     run_retention_seconds: float = Field(
         7 * 24 * 3600.0, gt=0, description="How long finished run records are kept."

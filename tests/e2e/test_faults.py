@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -56,11 +57,11 @@ def fleet_env(url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def client_for(env: dict[str, str]) -> Client:
+def client_for(env: dict[str, str], **overrides: Any) -> Client:
     settings = Settings(
         redis_url=env["COMFYQ_REDIS_URL"], gpu_types=env["COMFYQ_GPU_TYPES"].split(","),
         default_gpu="A100", data_dir=Path(env["COMFYQ_DATA_DIR"]),
-        lease_ttl_seconds=float(env["COMFYQ_LEASE_TTL_SECONDS"]))
+        lease_ttl_seconds=float(env["COMFYQ_LEASE_TTL_SECONDS"]), **overrides)
     return Client(settings=settings,
                   webhook_settings=WebhookSettings(webhook_allow_loopback=True))
 
@@ -305,7 +306,9 @@ def test_redis_restart_mid_stream_refuses_no_submit_and_loses_no_accepted_run(tm
     port = server.port
     url = f"redis://127.0.0.1:{port}/0"
     env = fleet_env(url, tmp_path, COMFYQ_LOST_MESSAGE_SECONDS="3")
-    client = client_for(env)
+    # A restart on a busy two-core machine can outlast the default 10 s: the test is that a
+    # submit waits the outage out, whatever its length within the budget.
+    client = client_for(env, outage_retry_seconds=120)
     try:
         with running_fleet(["A100"], env, tmp_path / "fleet.log"):
             with PacedSubmitter(client) as submitter:
