@@ -1,20 +1,21 @@
-"""Prometheus metrics of runs, queues, workers and webhooks, derived from Redis at scrape time.
+"""Prometheus metrics of runs, queues, workers and webhooks, read from Redis at scrape time.
 
-Nothing in the run's hot path counts anything: each scrape reads what Redis already holds.
-
-- Counters and histograms of runs follow the run index (``keys.RUNS_INDEX``, scored by creation
-  time) from where the previous scrape stopped, and re-read the records of runs seen earlier
-  that had not finished yet: a run is counted as submitted, started and finished (by status)
-  once each, and its queue wait (queued -> started) and duration (started -> ended) are
-  observed when it starts and ends. Like any in-process counter they start at zero when the
-  exporter starts; runs already queued or executing then are followed to their end.
-- Webhook outcomes follow the outbox's delivered and dead-letter indexes the same way.
+- Run counters and histograms are counted where runs change, in Redis (``keys.RUN_METRICS``):
+  ``RunStore.create`` counts a submit, and the record's scripts count a run's first start with
+  its queue wait (queued -> started) and its end by status with its duration (started ->
+  ended), in the same step as the change. They are totals of the deployment, so every exporter
+  reports the same values, whenever it started; a scrape reads them in one round trip.
+- Webhook outcomes are counted the same way by the outbox's scripts (``keys.WEBHOOK_METRICS``).
 - Queue depth, the oldest waiting run and workers online are read fresh at every scrape
   (``comfyq.queue_overview``), so they are right even for queues no worker consumes.
 
+Histograms: each observation is kept at its value rounded up to two significant digits (2.43 s
+as 2.5), so every bucket bound of two significant digits (``COMFYQ_METRICS_BUCKETS_SECONDS``:
+1, 2.5, 45, 900, 2700, ...) is exact, whatever bounds the exporters are given.
+
 Serve them with ``comfyq metrics`` (:func:`serve_metrics`), or inside another web application
-with :func:`metrics_asgi_app` or :func:`render_metrics`. Keep one registry per process: the
-counters live in it.
+with :func:`metrics_asgi_app` or :func:`render_metrics`. No series carries a ``_created``
+sample: the counts began with the deployment, not with the exporter.
 """
 
 from __future__ import annotations
@@ -23,191 +24,113 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import redis
-from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from comfyq.broker import Broker
-from comfyq.models import FINAL_STATUSES
 from comfyq.queue_overview import QueueState, queue_states
 from comfyq.redis import keys
 from comfyq.redis.connection import QUICK_TIMEOUT_SECONDS, redis_client
-from comfyq.runs.indexes import RunIndexes
-from comfyq.runs.store import RunStore, now
+from comfyq.runs.store import now
 from comfyq.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-#: Index entries up to this many seconds older than the newest one seen are read again at the
-#: next scrape, so a run recorded late (clock skew between submitting hosts) is still counted.
-INDEX_OVERLAP_SECONDS = 30.0
 #: Seconds a Redis command of a scrape may take before the scrape reports Redis as down.
 REDIS_TIMEOUT_SECONDS = QUICK_TIMEOUT_SECONDS
-_FINAL_VALUES = frozenset(status.value for status in FINAL_STATUSES)
-_TIMES = ("queued_at", "started_at", "ended_at")
-_RUN_FIELDS = ("gpu", *_TIMES)
+#: How the fields of the count hashes join their parts (``finished|A100|success``).
+FIELD_SEPARATOR = "|"
 
 
-class IndexFollower:
-    """Reports each new member of a sorted set scored by time once, scrape after scrape.
+class Observations:
+    """One histogram's observations per label set, as Redis keeps them: how many were seen at
+    each (rounded-up) value, and their exact sum."""
 
-    ``(member, score)`` pairs are remembered for the overlap window, so a member added again
-    later with a new score (an event dead-lettered a second time) is a new arrival.
-    """
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.counts: dict[tuple[str, ...], dict[float, int]] = defaultdict(dict)
+        self.sums: dict[tuple[str, ...], float] = {}
 
-    def __init__(self, key: str, overlap_seconds: float = INDEX_OVERLAP_SECONDS) -> None:
-        self.key = key
-        self.overlap_seconds = overlap_seconds
-        self.cursor: float | None = None
-        self._seen: set[tuple[str, float]] = set()
+    def add_count(self, parts: list[str], value: str) -> None:
+        *labels, at = parts
+        self.counts[tuple(labels)][float(at)] = int(value)
 
-    @property
-    def started(self) -> bool:
-        return self.cursor is not None
+    def add_sum(self, labels: list[str], value: str) -> None:
+        self.sums[tuple(labels)] = float(value)
 
-    def start(self, client: redis.Redis, moment: float) -> None:
-        """Begin following: what the set holds now is history, not an arrival."""
-        self.cursor = moment
-        self._seen = set(self._read(client))
-
-    def arrivals(self, client: redis.Redis) -> list[tuple[str, float]]:
-        """Members added since the previous call, oldest first."""
-        assert self.cursor is not None, "start() first"
-        fresh = [item for item in self._read(client) if item not in self._seen]
-        self._seen.update(fresh)
-        self.cursor = max([self.cursor, *(score for _, score in fresh)])
-        horizon = self.cursor - self.overlap_seconds
-        self._seen = {item for item in self._seen if item[1] >= horizon}
-        return fresh
-
-    def _read(self, client: redis.Redis) -> list[tuple[str, float]]:
-        assert self.cursor is not None
-        return client.zrangebyscore(self.key, self.cursor - self.overlap_seconds, "+inf",
-                                    withscores=True)
-
-
-def _duration(start: Any, end: Any) -> float | None:
-    if start is None or end is None:
-        return None
-    return max(0.0, float(end) - float(start))
-
-
-@dataclass
-class _Followed:
-    """A run seen before it finished: which of its counts were already made."""
-
-    submitted_counted: bool
-    started_counted: bool
+    def family(self, bounds: Iterable[float]) -> HistogramMetricFamily:
+        bounds = sorted(set(bounds))
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, counts in sorted(self.counts.items()):
+            cumulative = [(floatToGoString(bound),
+                           sum(count for at, count in counts.items() if at <= bound))
+                          for bound in bounds]
+            family.add_metric(list(labels), [*cumulative, ("+Inf", sum(counts.values()))],
+                              sum_value=self.sums.get(labels, 0.0))
+        return family
 
 
 class RunMetrics:
-    """Run counters and histograms, brought up to date from the run records at each scrape."""
+    """Run counters and histograms from the counts kept in ``keys.RUN_METRICS``.
+
+    :param buckets: the histograms' bucket bounds (seconds).
+    """
 
     def __init__(self, buckets: Iterable[float]) -> None:
-        buckets = tuple(buckets)
-        self.submitted = Counter("comfyq_runs_submitted", "Runs submitted.", ["gpu_type"],
-                                 registry=None)
-        self.started = Counter("comfyq_runs_started", "Runs a worker started executing.",
-                               ["gpu_type"], registry=None)
-        self.finished = Counter("comfyq_runs_finished", "Runs that ended, by final status.",
-                                ["gpu_type", "status"], registry=None)
-        self.duration = Histogram(
-            "comfyq_run_duration_seconds", "Execution time of ended runs (started -> ended).",
-            ["gpu_type", "status"], buckets=buckets, registry=None)
-        self.queue_wait = Histogram(
-            "comfyq_run_queue_wait_seconds", "Time runs waited in their queue (queued -> started).",
-            ["gpu_type"], buckets=buckets, registry=None)
-        self._index = IndexFollower(keys.RUNS_INDEX)
-        self._followed: dict[str, _Followed] = {}
+        self.buckets = tuple(buckets)
 
-    def metrics(self) -> list[Counter | Histogram]:
-        return [self.submitted, self.started, self.finished, self.duration, self.queue_wait]
-
-    def update(self, client: redis.Redis, moment: float) -> None:
-        if not self._index.started:
-            self._start(client, moment)
-        for run_id, _ in self._index.arrivals(client):
-            self._followed.setdefault(run_id, _Followed(False, False))
-        if not self._followed:
-            return
-        seen = RunStore(client).fields_of(list(self._followed), _RUN_FIELDS)
-        for run_id, record in seen.items():
-            if self._account(self._followed[run_id], record):
-                del self._followed[run_id]
-
-    def _start(self, client: redis.Redis, moment: float) -> None:
-        """Runs waiting or executing now are followed to their end, but not counted as new."""
-        self._index.start(client, moment)
-        indexes = RunIndexes(client)
-        for run_id in indexes.queued():
-            self._followed[run_id] = _Followed(True, False)
-        for run_id in indexes.active():
-            self._followed[run_id] = _Followed(True, True)
-
-    def _account(self, followed: _Followed, record: dict[str, Any] | None) -> bool:
-        """Count what happened to one run since the last look; True once it is done with."""
-        if record is None:
-            return True  # expired, or removed because its submit failed
-        status, gpu = record["status"], record["gpu"] or "unknown"
-        queued_at, started_at, ended_at = (record[name] for name in _TIMES)
-        if not followed.submitted_counted:
-            self.submitted.labels(gpu).inc()
-            followed.submitted_counted = True
-        if started_at is not None and not followed.started_counted:
-            self.started.labels(gpu).inc()
-            wait = _duration(queued_at, started_at)
-            if wait is not None:
-                self.queue_wait.labels(gpu).observe(wait)
-            followed.started_counted = True
-        if status not in _FINAL_VALUES:
-            return False
-        self.finished.labels(gpu, status).inc()
-        ran = _duration(started_at, ended_at)
-        if ran is not None:
-            self.duration.labels(gpu, status).observe(ran)
-        return True
+    def families(self, fields: Mapping[str, str]) -> list[Metric]:
+        """The metrics of the hash's ``fields`` (none: every family, empty)."""
+        counters = {
+            "submitted": CounterMetricFamily("comfyq_runs_submitted", "Runs submitted.",
+                                             labels=["gpu_type"]),
+            "started": CounterMetricFamily("comfyq_runs_started",
+                                           "Runs a worker started executing (once per run).",
+                                           labels=["gpu_type"]),
+            "finished": CounterMetricFamily("comfyq_runs_finished",
+                                            "Runs that ended, by final status.",
+                                            labels=["gpu_type", "status"]),
+        }
+        histograms = {
+            "duration": Observations("comfyq_run_duration_seconds",
+                                     "Execution time of ended runs (started -> ended).",
+                                     ["gpu_type", "status"]),
+            "queue_wait": Observations("comfyq_run_queue_wait_seconds",
+                                       "Time runs waited in their queue (queued -> started).",
+                                       ["gpu_type"]),
+        }
+        for field, value in sorted(fields.items()):
+            kind, *parts = field.split(FIELD_SEPARATOR)
+            if kind in counters:
+                counters[kind].add_metric(parts, int(value))
+            elif kind in histograms:
+                histograms[kind].add_count(parts, value)
+            elif kind.removesuffix("_sum") in histograms:
+                histograms[kind.removesuffix("_sum")].add_sum(parts, value)
+        return [*counters.values(), *(h.family(self.buckets) for h in histograms.values())]
 
 
-class WebhookMetrics:
-    """Webhook delivery outcomes, followed from the outbox's delivered and dead-letter indexes."""
-
-    def __init__(self) -> None:
-        self.outcomes = Counter(
-            "comfyq_webhook_deliveries", "Webhook events settled, by outcome: delivered, dead "
-            "(retries exhausted or rejected) or gone (the receiver answered 410).",
-            ["outcome"], registry=None)
-        self._delivered = IndexFollower(keys.WEBHOOKS_DELIVERED)
-        self._dead = IndexFollower(keys.WEBHOOKS_DEAD)
-
-    def update(self, client: redis.Redis, moment: float) -> None:
-        for follower in (self._delivered, self._dead):
-            if not follower.started:
-                follower.start(client, moment)
-        delivered = self._delivered.arrivals(client)
-        if delivered:
-            self.outcomes.labels("delivered").inc(len(delivered))
-        buried = [event_id for event_id, _ in self._dead.arrivals(client)]
-        if buried:
-            pipeline = client.pipeline(transaction=False)
-            for event_id in buried:
-                pipeline.hget(keys.webhook_event(event_id), "state")
-            for state in pipeline.execute():
-                self.outcomes.labels("gone" if state == "gone" else "dead").inc()
-
-    @staticmethod
-    def backlog(client: redis.Redis) -> tuple[int, int]:
-        """(events not delivered yet, events dead-lettered and not redelivered)."""
-        pipeline = client.pipeline(transaction=False)
-        pipeline.zcard(keys.WEBHOOKS_OUTSTANDING)
-        pipeline.zcard(keys.WEBHOOKS_DEAD)
-        pending, dead = pipeline.execute()
-        return pending, dead
+def webhook_families(outcomes: Mapping[str, str]) -> list[Metric]:
+    """Webhook events settled, from the counts kept in ``keys.WEBHOOK_METRICS``."""
+    family = CounterMetricFamily(
+        "comfyq_webhook_deliveries", "Webhook events settled, by outcome: delivered, dead "
+        "(retries exhausted or rejected) or gone (the receiver answered 410).",
+        labels=["outcome"])
+    for outcome, count in sorted(outcomes.items()):
+        family.add_metric([outcome], int(count))
+    return [family]
 
 
 def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -242,7 +165,7 @@ def _backlog_gauges(pending: int | None, dead: int | None) -> list[GaugeMetricFa
 
 
 class ComfyqCollector(Collector):
-    """Collects every comfyq metric from Redis; one instance per process keeps the counters.
+    """Collects every comfyq metric from Redis.
 
     :param settings: where Redis and the broker are, GPU types and histogram buckets.
     :param records: client of the run records' Redis; built from ``settings`` when omitted.
@@ -255,40 +178,35 @@ class ComfyqCollector(Collector):
         self.records = records or _client(settings.redis_url)
         self.broker = broker or Broker(settings, timeout=REDIS_TIMEOUT_SECONDS)
         self.runs = RunMetrics(settings.metrics_buckets_seconds)
-        self.webhooks = WebhookMetrics()
-        self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         """Metric names without touching Redis (the registry asks at registration)."""
-        families = [_gauge("comfyq_redis_up", ""), *_fleet_gauges([]), *_backlog_gauges(None, None)]
-        for metric in [*self.runs.metrics(), self.webhooks.outcomes]:
-            families += metric.describe()
-        return families
+        return [_gauge("comfyq_redis_up", ""), *_fleet_gauges([]), *_backlog_gauges(None, None),
+                *self.runs.families({}), *webhook_families({})]
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            up = _gauge("comfyq_redis_up", "1 when the last scrape could read Redis, else 0.")
-            try:
-                families = self._read()
-            except redis.RedisError as error:
-                logger.warning("metrics scrape could not read Redis: %s", error)
-                up.add_metric([], 0)
-                yield up
-                return
-            up.add_metric([], 1)
+        up = _gauge("comfyq_redis_up", "1 when the last scrape could read Redis, else 0.")
+        try:
+            families = self._read()
+        except redis.RedisError as error:
+            logger.warning("metrics scrape could not read Redis: %s", error)
+            up.add_metric([], 0)
             yield up
-            yield from families
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
 
     def _read(self) -> list[Metric]:
-        moment = now()
-        self.runs.update(self.records, moment)
-        self.webhooks.update(self.records, moment)
-        states = queue_states(self.records, self.broker, self.settings.gpu_types, moment)
-        families: list[Metric] = [*_fleet_gauges(states),
-                                  *_backlog_gauges(*WebhookMetrics.backlog(self.records))]
-        for metric in [*self.runs.metrics(), self.webhooks.outcomes]:
-            families += metric.collect()
-        return families
+        pipeline = self.records.pipeline(transaction=False)
+        pipeline.hgetall(keys.RUN_METRICS)
+        pipeline.hgetall(keys.WEBHOOK_METRICS)
+        pipeline.zcard(keys.WEBHOOKS_OUTSTANDING)
+        pipeline.zcard(keys.WEBHOOKS_DEAD)
+        runs, outcomes, pending, dead = pipeline.execute()
+        states = queue_states(self.records, self.broker, self.settings.gpu_types, now())
+        return [*_fleet_gauges(states), *_backlog_gauges(pending, dead),
+                *self.runs.families(runs), *webhook_families(outcomes)]
 
 
 def _client(url: str) -> redis.Redis:
@@ -296,7 +214,7 @@ def _client(url: str) -> redis.Redis:
 
 
 def metrics_registry(settings: Settings | None = None) -> CollectorRegistry:
-    """A registry holding a fresh :class:`ComfyqCollector` (counters start at zero)."""
+    """A registry holding a :class:`ComfyqCollector` of ``settings`` (the environment's)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ComfyqCollector(settings or get_settings()))
     return registry
@@ -357,10 +275,7 @@ def serve_metrics(host: str, port: int,
                   registry: CollectorRegistry | None = None) -> tuple[Any, threading.Thread]:
     """Serve ``/metrics`` over HTTP from a background thread; returns (server, thread).
 
-    A first collection right away makes the counters count from now rather than from the first
-    scrape. Stop the server with ``server.shutdown()``.
+    Stop the server with ``server.shutdown()``.
     """
-    registry = registry or default_registry()
-    server, thread = start_http_server(port, addr=host, registry=registry)
-    list(registry.collect())
+    server, thread = start_http_server(port, addr=host, registry=registry or default_registry())
     return server, thread

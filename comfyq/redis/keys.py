@@ -14,16 +14,17 @@ updates ``DEPLOYMENTS`` and ``DEPLOYMENT_TARGETS`` in its transaction.) The Lua 
 - ``lease_renew``, ``lease_release``: one run's lease only; ``beat_lock_hold``: ``BEAT_LOCK``
   only; ``catalog_read``: one GPU type's catalog keys only. Ready for a cluster as they are.
 - ``run_transition``, ``run_claim``: one run's keys, plus the cross-run indexes ``ACTIVE_RUNS``
-  and ``QUEUED_RUNS``, kept in step with the status in the same step. On a cluster those
-  indexes would have to move out of the scripts (updated after them, with the reaper repairing
-  a missed update) or be split per slot (one index per hash slot, read by scanning them all).
-  ``RUNS_INDEX`` is written beside the record (``RunStore.create``), not by a script.
+  and ``QUEUED_RUNS`` and the counts ``RUN_METRICS``, kept in step with the status in the same
+  step. On a cluster those indexes would have to move out of the scripts (updated after them,
+  with the reaper repairing a missed update) or be split per slot (one index per hash slot,
+  read by scanning them all), and the counts too. ``RUNS_INDEX`` is written beside the record
+  (``RunStore.create``), not by a script.
 - The webhook outbox's scripts (``outbox_*``): one run's outbox keys and record, plus the
   cross-run ``WEBHOOKS_DUE``, ``WEBHOOKS_INFLIGHT``, ``WEBHOOKS_OUTSTANDING``,
-  ``WEBHOOKS_DELIVERED``, ``WEBHOOKS_DEAD`` and ``WEBHOOKS_GONE_URLS``, and event hashes, which
-  are named by event id alone (the ``webhook-id`` receivers see, and the one name a delivery task
-  gets). On a cluster the event ids would have to carry their run's tag, and the indexes be
-  split per slot, with the scheduler claiming from each.
+  ``WEBHOOKS_DELIVERED``, ``WEBHOOKS_DEAD``, ``WEBHOOKS_GONE_URLS`` and ``WEBHOOK_METRICS``, and
+  event hashes, which are named by event id alone (the ``webhook-id`` receivers see, and the one
+  name a delivery task gets). On a cluster the event ids would have to carry their run's tag,
+  and the indexes be split per slot, with the scheduler claiming from each.
 """
 
 from __future__ import annotations
@@ -174,6 +175,18 @@ def webhook_run_dead(run_id: str) -> str:
 def webhook_run_attempts(run_id: str) -> str:
     """List of one run's latest delivery attempts (JSON each), mirrored into its record."""
     return f"{webhook_run(run_id)}:attempts"
+
+
+# --- metrics (comfyq.metrics) ------------------------------------------------------------------
+
+#: Hash of run counts, counted where the runs change (the record's scripts, ``RunStore.create``)
+#: so that every exporter reads the same: ``submitted|<gpu>``, ``started|<gpu>``,
+#: ``finished|<gpu>|<status>``; observations of queue wait and duration as
+#: ``queue_wait|<gpu>|<bound>`` and ``duration|<gpu>|<status>|<bound>`` (how many, each at its
+#: value rounded up to two significant digits, e.g. ``25e-1``) and ``..._sum|<labels>``.
+RUN_METRICS = f"{PREFIX}:metrics:runs"
+#: Hash of webhook events settled, by outcome: ``delivered``, ``dead``, ``gone``.
+WEBHOOK_METRICS = f"{PREFIX}:metrics:webhooks"
 
 
 # --- scheduler ----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def now() -> float:
 
 def _script_keys(run_id: str) -> list[str]:
     return [keys.run(run_id), keys.run_updates(run_id), keys.run_lease(run_id),
-            keys.ACTIVE_RUNS, keys.QUEUED_RUNS]
+            keys.ACTIVE_RUNS, keys.QUEUED_RUNS, keys.RUN_METRICS]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class RunStore:
             | dict(zip(*[iter(encode_fields(fields))] * 2)),
         )
         target.zadd(keys.RUNS_INDEX, {run_id: created})
+        # Counted here as the scripts count the later changes (comfyq.metrics reads them).
+        target.hincrby(keys.RUN_METRICS, f"submitted|{fields.get('gpu') or 'unknown'}", 1)
         if status == RunStatus.QUEUED:
             target.zadd(keys.QUEUED_RUNS, {run_id: created})
 

@@ -86,6 +86,7 @@ def finish(client: redis.Redis, run_id: str, event_id: str, args: Sequence[Any])
         keys.WEBHOOKS_DUE, keys.WEBHOOKS_INFLIGHT, keys.WEBHOOKS_OUTSTANDING,
         keys.WEBHOOKS_DELIVERED, keys.WEBHOOKS_DEAD, keys.webhook_run_dead(run_id),
         keys.webhook_run_attempts(run_id), keys.run(run_id), keys.WEBHOOKS_GONE_URLS,
+        keys.WEBHOOK_METRICS,
     ], [event_id, *args])
 
 

@@ -15,9 +15,10 @@ STATE, QUEUE, RUN_DEAD, ATTEMPTS, RECORD = (
     keys.webhook_run_attempts(RUN), keys.run(RUN))
 DUE, INFLIGHT, OUTSTANDING = keys.WEBHOOKS_DUE, keys.WEBHOOKS_INFLIGHT, keys.WEBHOOKS_OUTSTANDING
 DELIVERED, DEAD, GONE = keys.WEBHOOKS_DELIVERED, keys.WEBHOOKS_DEAD, keys.WEBHOOKS_GONE_URLS
+OUTCOMES = keys.WEBHOOK_METRICS
 E1, E2 = keys.webhook_event("e1"), keys.webhook_event("e2")
 #: Keys shared by every run (and event hashes, named by event id alone).
-CROSS_RUN = (DUE, INFLIGHT, OUTSTANDING, DELIVERED, DEAD, GONE, E1, E2)
+CROSS_RUN = (DUE, INFLIGHT, OUTSTANDING, DELIVERED, DEAD, GONE, OUTCOMES, E1, E2)
 NOW, INTERVAL, TTL = 50, 10, 1000
 CLAIM_DEADLINE, LEASE_DEADLINE, DELIVERED_TTL = 90, 80, 600
 
@@ -136,7 +137,7 @@ def finish(client: redis.Redis, verdict: str, code: str = "200", error: str = ""
            attempt: int = 1, declared: tuple[str, ...] = ()) -> Call:
     return run(client, scripts.OUTBOX_FINISH,
                [E1, STATE, QUEUE, DUE, INFLIGHT, OUTSTANDING, DELIVERED, DEAD, RUN_DEAD, ATTEMPTS,
-                RECORD, GONE, *events(*declared)],
+                RECORD, GONE, OUTCOMES, *events(*declared)],
                ["e1", attempt, verdict, NOW, 70, '{"attempt":1}', '[{"attempt":1}]', INTERVAL,
                 CLAIM_DEADLINE, DELIVERED_TTL, 100, code, error, TTL, 50, 45, *declared])
 
@@ -174,7 +175,7 @@ BURIED_BOTH = {STATE: Expiring({"seq": "2", "last_sent": "45"}, TTL),
          ["stale", None]),
     Case("delivered, nothing behind it", DELIVERING, {"verdict": "delivered"},
          ["delivered", None],
-         {**LOGGED, RECORD: run_record("delivered"),
+         {**LOGGED, RECORD: run_record("delivered"), OUTCOMES: {"delivered": "1"},
           STATE: Expiring({"seq": "1", "last_sent": "45"}, TTL), DELIVERED: Z({"e1": NOW}),
           E1: Expiring(settled("delivered", "200", "", delivered_at=str(NOW)), DELIVERED_TTL)}),
     Case("delivered, the next event not declared", WITH_NEXT, {"verdict": "delivered"},
@@ -182,6 +183,7 @@ BURIED_BOTH = {STATE: Expiring({"seq": "2", "last_sent": "45"}, TTL),
     Case("delivered: the next event is claimed at once", WITH_NEXT,
          {"verdict": "delivered", "declared": ("e2",)}, ["pending", "e2"],
          {**LOGGED, **NEXT_CLAIMED, RECORD: run_record("pending"), DELIVERED: Z({"e1": NOW}),
+          OUTCOMES: {"delivered": "1"},
           E1: Expiring(settled("delivered", "200", "", delivered_at=str(NOW)), DELIVERED_TTL)}),
     Case("retry: due again at its next time", DELIVERING,
          {"verdict": "retry", "code": "503", "error": "HTTP 503"}, ["retrying", None],
@@ -193,11 +195,12 @@ BURIED_BOTH = {STATE: Expiring({"seq": "2", "last_sent": "45"}, TTL),
          {"verdict": "rejected", "code": "400", "error": "HTTP 400", "declared": ("e2",)},
          ["dead", "e2"],
          {**LOGGED, **NEXT_CLAIMED, RECORD: run_record("dead"), DEAD: Z({"e1": NOW}),
+          OUTCOMES: {"dead": "1"},
           RUN_DEAD: Z({"e1": 1}), E1: settled("dead", "400", "HTTP 400", dead_at=str(NOW))}),
     Case("exhausted: the later events are dead-lettered with it", WITH_NEXT,
          {"verdict": "exhausted", "code": "503", "error": "HTTP 503", "declared": ("e2",)},
          ["dead", None],
-         {**LOGGED, **BURIED_BOTH, RECORD: run_record("dead"),
+         {**LOGGED, **BURIED_BOTH, RECORD: run_record("dead"), OUTCOMES: {"dead": "2"},
           E1: settled("dead", "503", "HTTP 503", dead_at=str(NOW)),
           E2: event(2, "dead", dead_at=str(NOW),
                     last_error="not attempted: event seq 1 exhausted its schedule")}),
@@ -207,6 +210,7 @@ BURIED_BOTH = {STATE: Expiring({"seq": "2", "last_sent": "45"}, TTL),
          {"verdict": "gone", "code": "410", "error": "HTTP 410", "declared": ("e2",)},
          ["gone", None],
          {**LOGGED, **BURIED_BOTH, RECORD: run_record("gone"), GONE: {URL: str(NOW)},
+          OUTCOMES: {"gone": "2"},
           E1: settled("gone", "410", "HTTP 410", dead_at=str(NOW)),
           E2: event(2, "gone", dead_at=str(NOW),
                     last_error="not sent: the URL answered 410 Gone")}),

@@ -27,7 +27,7 @@ from tests.redis.lua_tables import (
 RUN = "r1"
 RECORD, UPDATES, LEASE, CANCEL = (keys.run(RUN), keys.run_updates(RUN), keys.run_lease(RUN),
                                   keys.run_cancel(RUN))
-ACTIVE, QUEUED = keys.ACTIVE_RUNS, keys.QUEUED_RUNS
+ACTIVE, QUEUED, METRICS = keys.ACTIVE_RUNS, keys.QUEUED_RUNS, keys.RUN_METRICS
 NOW, RETENTION, LEASE_SECONDS = 50, 100, 30
 
 QUEUED_RUN = {RECORD: {"status": "queued", "rank": "1", "attempts": "0"}, QUEUED: Z({RUN: 10})}
@@ -47,16 +47,24 @@ def transition(client: redis.Redis, status: RunStatus | None, force: bool = Fals
             token, RETENTION, NOW, RUN, len(only_from), *(s.value for s in only_from),
             *pairs(fields)]
     return watching(client, UPDATES, lambda: run(
-        client, scripts.RUN_TRANSITION, [RECORD, UPDATES, LEASE, ACTIVE, QUEUED], args))
+        client, scripts.RUN_TRANSITION, [RECORD, UPDATES, LEASE, ACTIVE, QUEUED, METRICS], args))
 
 
 def record(status: str, rank: int, **fields: str) -> dict[str, str]:
     return {"status": status, "rank": str(rank), **fields}
 
 
+#: Counts already there: a success of 1.25 s before.
+COUNTED = {"finished|A100|success": "1", "duration|A100|success|13e-1": "1",
+           "duration_sum|A100|success": "1.25"}
+STARTED_RUN = {RECORD: record("running", 3, attempts="1", gpu='"A100"', started_at="20"),
+               ACTIVE: Z({RUN: 20}), METRICS: COUNTED}
+
+
 @cases(
     Case("forward", QUEUED_RUN, {"status": RunStatus.STARTED, "fields": {"worker": "w"}},
-         "queued", {RECORD: record("started", 2, attempts="0", worker="w"), ACTIVE: Z({RUN: NOW})},
+         "queued", {RECORD: record("started", 2, attempts="0", worker="w"), ACTIVE: Z({RUN: NOW}),
+                    METRICS: {"started|unknown": "1"}},
          published=["started"]),
     Case("fields only", QUEUED_RUN, {"status": None, "fields": {"progress": "0.5"}}, "queued",
          {RECORD: record("queued", 1, attempts="0", progress="0.5"), QUEUED: Z({RUN: 10})},
@@ -70,7 +78,8 @@ def record(status: str, rank: int, **fields: str) -> dict[str, str]:
          {"status": RunStatus.TIMEOUT, "only_from": (RunStatus.QUEUED,)}, None, published=[]),
     Case("only from: status listed", QUEUED_RUN,
          {"status": RunStatus.CANCELLED, "only_from": (RunStatus.NOT_STARTED, RunStatus.QUEUED)},
-         "queued", {RECORD: Expiring(record("cancelled", 9, attempts="0"), RETENTION)},
+         "queued", {RECORD: Expiring(record("cancelled", 9, attempts="0"), RETENTION),
+                    METRICS: {"finished|unknown|cancelled": "1"}},
          published=["cancelled"]),
     Case("final never moves, even forced", FINAL_RUN,
          {"status": RunStatus.QUEUED, "force": True}, None, published=[]),
@@ -84,25 +93,44 @@ def record(status: str, rank: int, **fields: str) -> dict[str, str]:
          {"status": RunStatus.UPLOADING, "token": "tok"}, None, published=[]),
     Case("fenced final write releases the lease", RUNNING_RUN,
          {"status": RunStatus.SUCCESS, "token": "tok", "fields": {"ended_at": "50"}}, "running",
-         {RECORD: Expiring(record("success", 9, attempts="1", ended_at="50"), RETENTION)},
+         {RECORD: Expiring(record("success", 9, attempts="1", ended_at="50"), RETENTION),
+          METRICS: {"finished|unknown|success": "1"}},
          published=["success"]),
     Case("unfenced final write leaves the lease", RUNNING_RUN, {"status": RunStatus.TIMEOUT},
          "running", {RECORD: Expiring(record("timeout", 9, attempts="1"), RETENTION),
-                     LEASE: Expiring("tok", LEASE_SECONDS)}, published=["timeout"]),
+                     LEASE: Expiring("tok", LEASE_SECONDS),
+                     METRICS: {"finished|unknown|timeout": "1"}}, published=["timeout"]),
+    # Durations are counted at two significant digits, rounded up: 2.5 s as 25e-1, 1.25 s as
+    # 13e-1 (the exporter's bounds read them exactly); the sums are exact.
+    Case("a started run's final write observes its duration", STARTED_RUN,
+         {"status": RunStatus.SUCCESS, "fields": {"ended_at": "22.5"}}, "running",
+         {RECORD: Expiring({**STARTED_RUN[RECORD], "status": "success", "rank": "9",
+                            "ended_at": "22.5"}, RETENTION),
+          METRICS: {**COUNTED, "finished|A100|success": "2", "duration|A100|success|25e-1": "1",
+                    "duration|A100|success|13e-1": "1", "duration_sum|A100|success": "3.75"}},
+         published=["success"]),
+    Case("without ended_at, the duration ends now", STARTED_RUN, {"status": RunStatus.FAILED},
+         "running", {RECORD: Expiring({**STARTED_RUN[RECORD], "status": "failed", "rank": "9"},
+                                      RETENTION),
+                     METRICS: {**COUNTED, "duration|A100|failed|30e0": "1",
+                               "duration_sum|A100|failed": "30", "finished|A100|failed": "1"}},
+         published=["failed"]),
 )
 def test_run_transition(fresh_redis, case):
     made = check(fresh_redis, case, transition)
-    assert_one_slot(made.keys, RUN, exempt=(ACTIVE, QUEUED))
+    assert_one_slot(made.keys, RUN, exempt=(ACTIVE, QUEUED, METRICS))
 
 
 def claim(client: redis.Redis, names: tuple[str, ...] = (),
           fields: dict[str, str] | None = None) -> Call:
     args = ["tok", LEASE_SECONDS * 1000, RETENTION, NOW, RUN, len(names), *names, *pairs(fields)]
     return watching(client, UPDATES, lambda: run(
-        client, scripts.RUN_CLAIM, [RECORD, UPDATES, LEASE, ACTIVE, QUEUED, CANCEL], args))
+        client, scripts.RUN_CLAIM, [RECORD, UPDATES, LEASE, ACTIVE, QUEUED, METRICS, CANCEL],
+        args))
 
 
-CLAIMABLE = {RECORD: record("queued", 1, attempts="0", gpu='"A100"'), QUEUED: Z({RUN: 10})}
+CLAIMABLE = {RECORD: record("queued", 1, attempts="0", gpu='"A100"', queued_at="10"),
+             QUEUED: Z({RUN: 10})}
 
 
 @cases(
@@ -112,10 +140,14 @@ CLAIMABLE = {RECORD: record("queued", 1, attempts="0", gpu='"A100"'), QUEUED: Z(
          published=[]),
     Case("leased by another worker", {**QUEUED_RUN, LEASE: Expiring("other", 10)}, {},
          ["leased", "queued"], published=[]),
-    Case("claimed: lease taken, attempt counted, indexes moved", CLAIMABLE,
-         {"names": ("gpu",), "fields": {"worker": "w"}}, ["claimed", "queued", "1", 1, '"A100"'],
-         {RECORD: record("started", 2, attempts="1", gpu='"A100"', worker="w"),
-          ACTIVE: Z({RUN: NOW}), LEASE: Expiring("tok", LEASE_SECONDS)}, published=["started"]),
+    Case("claimed: lease taken, attempt counted, indexes moved, start and wait counted",
+         CLAIMABLE, {"names": ("gpu",), "fields": {"worker": "w", "started_at": "22.5"}},
+         ["claimed", "queued", "1", 1, '"A100"'],
+         {RECORD: record("started", 2, attempts="1", gpu='"A100"', queued_at="10", worker="w",
+                         started_at="22.5"),
+          ACTIVE: Z({RUN: NOW}), LEASE: Expiring("tok", LEASE_SECONDS),
+          METRICS: {"started|A100": "1", "queue_wait|A100|13e0": "1",
+                    "queue_wait_sum|A100": "12.5"}}, published=["started"]),
     Case("claimed again after a re-queue",
          {**QUEUED_RUN, RECORD: record("queued", 1, attempts="1")}, {},
          ["claimed", "queued", "1", 2],
@@ -131,7 +163,7 @@ CLAIMABLE = {RECORD: record("queued", 1, attempts="0", gpu='"A100"'), QUEUED: Z(
 )
 def test_run_claim(fresh_redis, case):
     made = check(fresh_redis, case, claim)
-    assert_one_slot(made.keys, RUN, exempt=(ACTIVE, QUEUED))
+    assert_one_slot(made.keys, RUN, exempt=(ACTIVE, QUEUED, METRICS))
 
 
 def lease(script: scripts.LuaScript, *args: Any):

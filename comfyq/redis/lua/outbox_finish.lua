@@ -4,8 +4,8 @@
 --
 -- KEYS: [1] the event, [2] run outbox state, [3] run queue, [4] WEBHOOKS_DUE,
 --   [5] WEBHOOKS_INFLIGHT, [6] WEBHOOKS_OUTSTANDING, [7] WEBHOOKS_DELIVERED, [8] WEBHOOKS_DEAD,
---   [9] run dead letters, [10] run attempts, [11] run record, [12] WEBHOOKS_GONE_URLS; then
---   declared events (the run's later events: the next one to activate, or all of them when
+--   [9] run dead letters, [10] run attempts, [11] run record, [12] WEBHOOKS_GONE_URLS,
+--   [13] WEBHOOK_METRICS; then declared events (the run's later events: the next one to activate, or all of them when
 --   this verdict buries them too).
 -- ARGV: [1] event id, [2] attempt number, [3] verdict (delivered|retry|rejected|exhausted|gone),
 --   [4] now, [5] next attempt's time (retry), [6] attempt record JSON, [7] event log JSON,
@@ -18,9 +18,10 @@
 
 local k = {event = KEYS[1], run_state = KEYS[2], queue = KEYS[3], due = KEYS[4],
   inflight = KEYS[5], outstanding = KEYS[6], delivered = KEYS[7], dead = KEYS[8],
-  run_dead = KEYS[9], attempts = KEYS[10], run_record = KEYS[11], gone = KEYS[12]}
+  run_dead = KEYS[9], attempts = KEYS[10], run_record = KEYS[11], gone = KEYS[12],
+  outcomes = KEYS[13]}
 local id, verdict, now = ARGV[1], ARGV[3], tonumber(ARGV[4])
-local events = declared_events(12)
+local events = declared_events(13)
 events[id] = k.event
 local f = redis.call('HMGET', k.event, 'state', 'attempts', 'url', 'seq')
 -- Only the attempt that holds the event may settle it: a worker that was presumed lost and
@@ -68,6 +69,7 @@ local word
 if verdict == 'delivered' then
   word = 'delivered'
   redis.call('HSET', k.event, 'state', 'delivered', 'delivered_at', ARGV[4])
+  redis.call('HINCRBY', k.outcomes, 'delivered', 1)
   redis.call('EXPIRE', k.event, tonumber(ARGV[10]))
   redis.call('ZADD', k.delivered, now, id)
   redis.call('ZREMRANGEBYRANK', k.delivered, 0, -tonumber(ARGV[11]) - 1)

@@ -55,9 +55,11 @@ local function activate(events, run_state, due_key, inflight_key, id, now, inter
   return false
 end
 
--- Moves `id` out of every delivery structure into the dead-letter indexes as `word`.
+-- Moves `id` out of every delivery structure into the dead-letter indexes as `word`, and counts
+-- it in k.outcomes (comfyq.metrics).
 local function bury(k, events, id, word, now, note)
   local event = events[id]
+  redis.call('HINCRBY', k.outcomes, word, 1)
   redis.call('HSET', event, 'state', word, 'dead_at', tostring(now))
   if note then redis.call('HSET', event, 'last_error', note) end
   redis.call('ZREM', k.due, id)

@@ -1,7 +1,8 @@
 -- run_transition.lua: a status change and/or field update of a run that is not final
 -- (RunStore.move). Prepended by run_move.lua.
 --
--- KEYS: [1] run record, [2] its updates channel, [3] its lease, [4] ACTIVE_RUNS, [5] QUEUED_RUNS.
+-- KEYS: [1] run record, [2] its updates channel, [3] its lease, [4] ACTIVE_RUNS, [5] QUEUED_RUNS,
+--   [6] RUN_METRICS.
 -- ARGV: [1] new status ('' = keep), [2] its rank, [3] force ('1': a move back to an earlier
 --   non-final status applies too), [4] lease token ('' = unfenced; else the write applies only
 --   while that token holds the lease, and a final write releases it), [5] seconds to keep a
