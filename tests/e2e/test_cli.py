@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -88,6 +89,35 @@ def test_submit_wait_exits_1_when_the_run_fails(env, tmp_path):
     assert "failed: Failed at node 1" in result.stderr
 
 
+def test_submit_wait_names_the_run_first_and_says_no_worker_serves_its_gpu_type(
+        env, client, redis_client, tmp_path):
+    request_file = write_json(tmp_path / "h100.json", request(gpu="H100"))
+    process = subprocess.Popen([*comfyq_command(), "submit", str(request_file), "--wait"],
+                               env={**os.environ, **env, "COMFYQ_GPU_TYPES": "A100,T4,H100"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    shown = OutputReader(process.stderr)
+    try:
+        # Following the run: its bar is up, and no worker will ever take it.
+        wait_until(lambda: "queued:" in shown.text(), timeout=30, describe=shown.text)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = shown.finish()
+    run_id = re.search(r"^comfyq: submitted run (\S+)$", stderr, re.MULTILINE).group(1)
+    try:
+        assert process.returncode == 130
+        assert stderr.index(f"submitted run {run_id}") < stderr.index("queued:")
+        assert ("comfyq: warning: no online worker serves GPU type H100; the run waits in "
+                "comfyq.gpu.H100 until one starts") in stderr
+        assert f"stopped waiting; run {run_id} goes on (comfyq cancel {run_id} stops it)" in stderr
+        assert client.get_run(run_id).status == RunStatus.QUEUED
+    finally:
+        client.cancel(run_id)
+        redis_client.delete("comfyq.gpu.H100")
+
+
 def test_submit_json_prints_the_run_id(env, tmp_path):
     graph_file = write_json(tmp_path / "plain.json", request(invert_graph()))
     result = run_comfyq(env, "submit", str(graph_file), "--json")
@@ -112,6 +142,17 @@ def test_status_shows_the_run(env, finished_run):
     assert human.stdout.startswith(f"{finished_run}  success  gpu=T4  progress=100%  worker=gpu")
     record = json.loads(run_comfyq(env, "status", finished_run, "--json").stdout)
     assert record["status"] == "success" and record["gpu"] == "T4"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(env, finished_run):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `comfyq runs | head` once head has what it wanted
+    try:
+        shown = subprocess.run([*comfyq_command(), "runs"], env={**os.environ, **env},
+                               stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (shown.returncode, shown.stderr) == (141, "")
 
 
 def test_runs_lists_newest_first_with_filters(env, client, finished_run):
