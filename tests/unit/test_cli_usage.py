@@ -41,7 +41,7 @@ def test_every_argument_of_every_command_says_what_it_is_for():
 
 def test_help_is_plain_text_without_markup():
     for path, parser in every_parser(build_parser()):
-        assert "``" not in parser.format_help(), path
+        assert "`" not in parser.format_help(), path  # no reStructuredText or Markdown
 
 
 def test_version_is_printed():
