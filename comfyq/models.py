@@ -7,6 +7,7 @@ against ComfyDeploy reads comfyq's runs unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, NotRequired
@@ -21,20 +22,25 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
 )
 from typing_extensions import TypedDict
 
 from comfyq import graph as graph_structure
 from comfyq.errors import FieldProblem, InvalidRunRequest
 from comfyq.gpu_types import GPU
-from comfyq.request_json import load_request_json, refuse_unsafe_values
+from comfyq.request_json import MAX_INTEGER, load_request_json, refuse_unsafe_values
 from comfyq.run_status import FINAL_RANK, FINAL_STATUSES, STATUS_RANK, RunStatus
 
 __all__ = ["FINAL_RANK", "FINAL_STATUSES", "GPU", "STATUS_RANK", "RunStatus"]
 
 
+#: Numbers as requests may hold them (see :mod:`comfyq.request_json`).
+NUMBER_BOUNDS = {"minimum": -MAX_INTEGER, "maximum": MAX_INTEGER}
 #: A value of the request's ``inputs``: ComfyDeploy's ``WorkflowRunRequestInputs`` union.
-InputValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[Any]
+InputValue = (StrictStr | Annotated[StrictInt, Field(ge=-MAX_INTEGER, le=MAX_INTEGER)]
+              | Annotated[StrictFloat, Field(ge=-MAX_INTEGER, le=MAX_INTEGER)] | StrictBool
+              | list[Any])
 
 
 def _http_url(value: str) -> str:
@@ -45,8 +51,35 @@ def _http_url(value: str) -> str:
     return value
 
 
+#: The webhook URLs the document admits: http(s), no credentials, no backslash, printable ASCII
+#: (:mod:`comfyq.webhooks.safety` refuses the rest at submit, and private or unknown hosts).
+WEBHOOK_URL_SCHEMA = {
+    "type": "string",
+    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~\[\]:-]+([/?#][!-\[\]-~]*)?$",
+    "description": "An http(s) URL of a public host (or one the deployment allows) without "
+                   "credentials; comfyq POSTs each run's status changes to it, signed."}
 #: A request's ``webhook``: an http(s) URL (where it may point is checked at submit).
-WebhookURL = Annotated[StrictStr, AfterValidator(_http_url)]
+WebhookURL = Annotated[StrictStr, AfterValidator(_http_url), WithJsonSchema(WEBHOOK_URL_SCHEMA)]
+#: A node's ``inputs`` as the document states them: every list is a link (ComfyUI's reading).
+NODE_INPUTS_SCHEMA = {"type": "object", "additionalProperties": {"anyOf": [
+    {"type": ["string", "boolean", "null", "object"]}, {"type": "number", **NUMBER_BOUNDS},
+    {"type": "array", "description": "A link [node_id, output_index] to a node of the graph.",
+     "prefixItems": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+     "minItems": 2, "maxItems": 2},
+]}}
+
+
+#: What a run id looks like. comfyq issues UUIDs; letters, digits, ``-`` and ``_`` (at most 64)
+#: cover them and ids made by hand, and leave out anything that could name another Redis key
+#: (``:``, ``{``) or another folder (``/``, ``..``).
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+RUN_ID_MAX_LENGTH = 64
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+
+
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` could be a run's id (see :data:`RUN_ID_PATTERN`)."""
+    return isinstance(text, str) and _RUN_ID.fullmatch(text) is not None
 
 
 #: ComfyUI's top-level error types (its ``/prompt`` answers), which a graph's problems carry as
@@ -63,7 +96,7 @@ class ApiNode(TypedDict):
     __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
 
     class_type: StrictStr
-    inputs: dict[str, Any]
+    inputs: Annotated[dict[str, Any], WithJsonSchema(NODE_INPUTS_SCHEMA)]
     _meta: NotRequired[dict[str, Any]]
 
 

@@ -2,8 +2,9 @@
 
 JSON as Python reads it lets through values that are accepted and then break whoever reads the
 run back: a lone UTF-16 surrogate (``"\\ud800"``) is not Unicode, so no answer that holds it can
-be encoded (every page listing the run fails); ``NaN`` and ``Infinity`` are not JSON, and a
-number beyond 64 bits overflows the float conversions of input checks; nesting hundreds of levels
+be encoded (every page listing the run fails); ``NaN`` and ``Infinity`` are not JSON, and an
+integer of hundreds of digits overflows the float conversions of input checks, so no number may
+be larger in magnitude than 2**64 - 1 (a 64-bit seed fits); nesting hundreds of levels
 deep passes here and then exceeds a reader's recursion limit (the worker's among them). So a
 request is refused at submit, with the field and the problem, when it holds any of these.
 """
@@ -20,7 +21,7 @@ from comfyq.errors import FieldProblem, InvalidRunRequest
 #: Deepest nesting of objects and lists a request may have (the request object is level 1).
 #: A ComfyUI graph needs about 6 levels and a UI-format workflow about 10.
 MAX_JSON_DEPTH = 64
-#: Largest magnitude of an integer (a 64-bit seed fits; larger ones overflow a float).
+#: Largest magnitude of a number (a 64-bit seed fits; larger integers can overflow a float).
 MAX_INTEGER = 2**64 - 1
 #: Problems listed before the rest are only counted (a body can hold millions of bad strings).
 MAX_LISTED_PROBLEMS = 20
@@ -53,7 +54,7 @@ def refuse_unsafe_values(document: Any) -> None:
 
 
 def value_problems(document: Any) -> list[FieldProblem]:
-    """Each text that is not Unicode, number that is not finite or beyond 64 bits, and
+    """Each text that is not Unicode, number that is not finite or beyond 2**64 - 1, and
     container nested deeper than :data:`MAX_JSON_DEPTH`, with its field path."""
     problems = list(_problems(document))
     if len(problems) > MAX_LISTED_PROBLEMS:
@@ -91,9 +92,10 @@ def _scalar_problem(value: Any) -> tuple[str, str] | None:
     if isinstance(value, float) and not math.isfinite(value):
         return (f"{value} is not a JSON number (NaN and Infinity are not JSON)",
                 "number_not_finite")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
-        return (f"the integer is beyond 64 bits ({len(str(abs(value)))} digits); at most "
-                f"{MAX_INTEGER} either way", "number_too_large")
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        size = f"{len(str(abs(value)))} digits" if isinstance(value, int) else f"{value:g}"
+        return (f"the number ({size}) is beyond the largest magnitude a number may have, "
+                f"{MAX_INTEGER} (2**64 - 1)", "number_too_large")
     return None
 
 

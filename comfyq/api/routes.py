@@ -24,6 +24,7 @@ from comfyq.producer.client import Client
 from comfyq.request_json import load_request_json
 from comfyq.runs.follow import RunFollower
 from comfyq.settings import Settings
+from comfyq.web.run_ids import RunId
 
 #: Header with which a caller makes a submit safe to retry: the same key gives the same run.
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -177,7 +178,7 @@ def stream_answer(api: ApiContext, run_id: str) -> StreamingResponse:
 
 @router.get("/run/{run_id}", response_model=schemas.RunModel, responses=RUN_ERRORS,
             summary="Get a run")
-async def get_run(run_id: str, request: Request) -> schemas.RunModel:
+async def get_run(run_id: RunId, request: Request) -> schemas.RunModel:
     """The run in ComfyDeploy's ``WorkflowRunModel`` shape; nullable fields present as null."""
     run = await context(request).follower.get(run_id)
     return schemas.RunModel.from_run(run)
@@ -185,7 +186,7 @@ async def get_run(run_id: str, request: Request) -> schemas.RunModel:
 
 @router.post("/run/{run_id}/cancel", response_model=schemas.CancelResponse, responses=RUN_ERRORS,
              summary="Cancel a run")
-async def cancel_run(run_id: str, request: Request) -> schemas.CancelResponse:
+async def cancel_run(run_id: RunId, request: Request) -> schemas.CancelResponse:
     """Stop a run: a queued run never starts, a running one stops at its next node.
 
     Cancelling a finished run changes nothing and says so (``cancelled`` false). Any body (the

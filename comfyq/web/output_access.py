@@ -3,8 +3,9 @@
 A run's output records name each file by ``filename``, ``subfolder`` and ``type`` (ComfyUI's
 convention; the subfolder starts with the run id). The page asks for a file by its position in
 the run's outputs, never by a path, and the path that record maps to is served only when it
-resolves (symlinks followed) inside that run's own outputs folder: a record that names
-``../`` or an absolute path, or a link pointing elsewhere, is refused.
+resolves (symlinks followed) inside that run's own outputs folder, which must not be a link
+itself: a record that names ``../`` or an absolute path, or a link pointing elsewhere, is
+refused, and so is a record whose names no path can hold (a NUL, a name too long).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from comfyq.errors import ComfyqError
-from comfyq.models import WorkflowRunOutputModel
+from comfyq.models import WorkflowRunOutputModel, is_run_id
 from comfyq.runs.outputs import file_records, is_file_record
 
 #: File suffixes shown as thumbnails (raster formats browsers decode; SVG can carry script).
@@ -85,19 +86,27 @@ def output_path(output_root: Path, run_id: str, item: OutputItem) -> Path:
     """The file of ``item`` on this host, inside ``output_root/<run_id>``.
 
     :param output_root: the outputs folder (``COMFYQ_DATA_DIR/outputs``).
-    :raises OutputRefused: the record points outside the run's folder.
+    :raises OutputRefused: the record points outside the run's folder, or that folder is itself
+        a link (it could point anywhere).
     :raises OutputMissing: the item is not a kept output, or its file is not on this host.
     """
-    if run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id:
-        raise OutputRefused(f"run id {run_id!r} cannot name a folder")
+    if not is_run_id(run_id):
+        raise OutputRefused(f"run id {run_id[:80]!r} cannot name a folder")
     if not item.is_kept:
         raise OutputMissing(f"{item.filename}: a {item.type!r} file, not kept with the run")
-    run_root = (output_root / run_id).resolve()
-    path = (output_root / item.subfolder / item.filename).resolve()
-    if not path.is_relative_to(run_root) or path == run_root:
-        raise OutputRefused(f"{item.filename}: its record points outside the run's outputs "
-                              "folder")
-    if not path.is_file():
-        raise OutputMissing(f"{item.filename}: not on this host (the API serves files from "
-                              "its own COMFYQ_DATA_DIR/outputs)")
+    try:
+        root = output_root.resolve()
+        run_root = root / run_id
+        if run_root.resolve() != run_root:
+            raise OutputRefused(f"{item.filename}: the run's outputs folder is a link")
+        path = (root / item.subfolder / item.filename).resolve()
+        if not path.is_relative_to(run_root) or path == run_root:
+            raise OutputRefused(f"{item.filename}: its record points outside the run's outputs "
+                                "folder")
+        if not path.is_file():
+            raise OutputMissing(f"{item.filename}: not on this host (the API serves files from "
+                                "its own COMFYQ_DATA_DIR/outputs)")
+    except (OSError, ValueError) as error:  # a NUL in a name, a name too long, a link loop...
+        raise OutputRefused(f"{item.filename!r}: its record names no file that can be served "
+                            f"({type(error).__name__})") from None
     return path

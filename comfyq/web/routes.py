@@ -50,6 +50,7 @@ from comfyq.web.presentation import (
     run_row,
     value_text,
 )
+from comfyq.web.run_ids import RunId
 from comfyq.web.templating import render
 from comfyq.webhooks.safety import display_url
 
@@ -190,7 +191,7 @@ def _moments(run: WorkflowRunModel) -> list[tuple[str, str, str]]:
 
 
 @router.get("/fragments/runs/{run_id}")
-async def run_fragment(run_id: str, request: Request) -> HTMLResponse:
+async def run_fragment(run_id: RunId, request: Request) -> HTMLResponse:
     run = await _follower(request).get(run_id)
     inputs = [(name, value_text(value)) for name, value in (run.workflow_inputs or {}).items()]
     values = [(node_id, kind, value_text(value))
@@ -203,7 +204,7 @@ async def run_fragment(run_id: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/live/runs/{run_id}")
-async def run_live(run_id: str, request: Request) -> JSONResponse:
+async def run_live(run_id: RunId, request: Request) -> JSONResponse:
     run = await _follower(request).get(run_id)
     body = {**run_live_values(run, now()).as_dict(), "revision": run_revision(run)}
     return JSONResponse(body, headers=DATA_HEADERS)
@@ -221,7 +222,7 @@ def _file_response(path: Path, item: OutputItem) -> FileResponse:
 
 
 @router.get("/files/{run_id}/{index}")
-async def output_file(run_id: str, index: int, request: Request) -> FileResponse:
+async def output_file(run_id: RunId, index: int, request: Request) -> FileResponse:
     run = await _follower(request).get(run_id)
     items = output_items(run.outputs)
     if not 0 <= index < len(items):

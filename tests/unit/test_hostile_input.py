@@ -1,19 +1,22 @@
 """Hostile input gets a clean refusal, naming the field and the problem, before anything is kept:
 text that is not Unicode, numbers that are not JSON, nesting past the limit, malformed links,
-webhook URLs two parsers read differently or whose addresses carry a forbidden IPv4 address."""
+webhook URLs two parsers read differently or whose addresses carry a forbidden IPv4 address,
+run ids that are not run ids, and output records that point through a link or name no file."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import socket
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from comfyq.errors import InvalidRunRequest
-from comfyq.models import parse_run_request
+from comfyq.models import is_run_id, parse_run_request
 from comfyq.request_json import MAX_JSON_DEPTH, load_request_json
+from comfyq.web.output_access import OutputItem, OutputRefused, output_path
 from comfyq.webhooks.safety import AddressPolicy, UnsafeWebhookURL, check_webhook_url
 from comfyq.webhooks.settings import WebhookSettings
 from comfyq.webhooks.transport import Outcome, post
@@ -72,7 +75,7 @@ def test_a_surrogate_pair_is_one_character_and_passes():
 @pytest.mark.parametrize(("literal", "kind"), [
     ("NaN", "number_not_finite"), ("Infinity", "number_not_finite"),
     ("-Infinity", "number_not_finite"), ("1e999", "number_not_finite"),
-    ("1" + "0" * 25, "number_too_large"),
+    ("1" + "0" * 25, "number_too_large"), ("-1e20", "number_too_large"),
 ])
 def test_numbers_json_cannot_carry_are_refused_with_their_field(literal, kind):
     text = json.dumps(request(inputs={"width": 8})).replace('"width": 8', f'"width": {literal}')
@@ -260,3 +263,36 @@ def test_delivery_to_a_refused_address_never_connects_so_open_and_closed_ports_l
                       "(set COMFYQ_WEBHOOK_ALLOW_LOOPBACK=true to allow it)"}
     with pytest.raises(BlockingIOError):
         listening.accept()  # nothing ever connected
+
+
+# --- run ids and the files of a run -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_id", ["comfyq:workers", "../x", "..", "a/b", "x" * 10_240, "a\x00b",
+                                    "x}", "{x}", "", "r\u00e9sum\u00e9", "a b", "a.b"])
+def test_what_cannot_be_a_run_id_is_not_one(run_id):
+    assert not is_run_id(run_id)
+
+
+@pytest.mark.parametrize("run_id", [str(uuid.uuid4()), "crafted-1", "run_1", "x" * 64])
+def test_issued_and_hand_made_run_ids_are(run_id):
+    assert is_run_id(run_id)
+
+
+def test_a_run_folder_that_is_a_link_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.png").write_bytes(b"not yours")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "run-1").symlink_to(elsewhere)
+    item = OutputItem(0, "3", "images", "secret.png", "run-1", "output")
+    with pytest.raises(OutputRefused, match="the run's outputs folder is a link"):
+        output_path(tmp_path / "outputs", "run-1", item)
+
+
+@pytest.mark.parametrize("filename", ["a\x00b.png", "x" * 5000 + ".png"])
+def test_a_record_naming_no_path_a_file_can_have_is_refused(tmp_path, filename):
+    (tmp_path / "outputs" / "run-1").mkdir(parents=True)
+    item = OutputItem(0, "3", "images", filename, "run-1", "output")
+    with pytest.raises(OutputRefused, match="names no file that can be served"):
+        output_path(tmp_path / "outputs", "run-1", item)
