@@ -1,8 +1,9 @@
 """The FastAPI application: run endpoints under the configured prefix, probes, run pages under
 ``/ui`` (:mod:`comfyq.web`), Prometheus metrics at ``/metrics``, auth, limits.
 
-Requests pass, outermost first: bearer-token check (401), body size limit (413), then FastAPI's
-routing, with comfyq's errors answered as :mod:`comfyq.api.errors` describes.
+Requests pass, outermost first: default answer headers (:mod:`comfyq.api.headers`), bearer-token
+check (401), body size limit (413), then FastAPI's routing, with comfyq's errors answered as
+:mod:`comfyq.api.errors` describes. ``/docs`` is :mod:`comfyq.api.docs_page`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from comfyq.api import deployments, health, routes
 from comfyq.api.auth import BearerAuthMiddleware
 from comfyq.api.body_limit import BodyLimitMiddleware
+from comfyq.api.docs_page import docs_page
 from comfyq.api.errors import install_error_handlers
+from comfyq.api.headers import DefaultHeadersMiddleware
 from comfyq.api.openapi import install_openapi
 from comfyq.errors import ComfyqError
 from comfyq.metrics import metrics_asgi_app, metrics_registry
@@ -75,16 +78,18 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             await async_redis.aclose()
 
     app = FastAPI(title="comfyq", version=_version(), description=DESCRIPTION,
-                  lifespan=lifespan, docs_url=DOCS_PATH, redoc_url=None, openapi_url=OPENAPI_PATH)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=OPENAPI_PATH)
     app.state.comfyq = context
     app.include_router(routes.router, prefix=settings.api_path_prefix)
     app.include_router(deployments.router, prefix=settings.api_path_prefix)
     app.include_router(health.router)
     app.include_router(ui_router)
     app.add_route(METRICS_PATH, metrics_asgi_app(metrics), include_in_schema=False)
+    app.add_api_route(DOCS_PATH, lambda: docs_page(app.title), include_in_schema=False)
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, tokens=settings.api_tokens, public_paths={
         health.HEALTH_PATH, health.READY_PATH, DOCS_PATH, OPENAPI_PATH, *ui_public_paths()})
+    app.add_middleware(DefaultHeadersMiddleware)
     return app

@@ -145,8 +145,18 @@ class LogData(BaseModel):
     timestamp: datetime
 
 
+def _json_text(schema: dict[str, Any]) -> None:
+    """A field sent as JSON text (an event's ``data:`` line), whose decoded value is ``schema``."""
+    decoded = dict(schema)
+    schema.clear()
+    schema.update(type="string", contentMediaType="application/json", contentSchema=decoded)
+
+
 class StreamEvent(BaseModel):
-    """One server-sent event: ``event:`` is the ``event`` field, ``data:`` the JSON of ``data``."""
+    """One server-sent event: ``event:`` is the ``event`` field, ``data:`` the JSON of ``data``.
+
+    The document describes each event as it is sent, so ``data`` is text whose content is JSON.
+    """
 
     event: Literal["event_update", "log_update"]
-    data: EventUpdate | LogData
+    data: EventUpdate | LogData = Field(json_schema_extra=_json_text)
