@@ -1,7 +1,8 @@
 """What a GPU worker process builds once: its run store, backend and runner.
 
 Built lazily inside the pool process that executes runs, after the fork, so no Redis connection
-(and no CUDA context) is ever shared across a fork.
+(and no CUDA context) is ever shared across a fork. The worker's main process builds its own
+(``comfyq.workers.stuck_runs``), never through these caches, which its forks would inherit.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def broker() -> Broker:
 @functools.cache
 def run_hooks() -> RunHooks:
     """Who hears of the run changes this process makes: the webhook outbox."""
-    return RunHooks([WebhookEvents(redis_client(), broker().send_webhook_delivery,
+    return hooks_of(redis_client(), broker())
+
+
+def hooks_of(client: redis.Redis, publisher: Broker) -> RunHooks:
+    return RunHooks([WebhookEvents(client, publisher.send_webhook_delivery,
                                    get_webhook_settings())])
 
 

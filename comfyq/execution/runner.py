@@ -31,6 +31,9 @@ RUN_FIELDS = ("workflow_api", "workflow_inputs", "gpu", "attempts", "webhook",
               "webhook_intermediate_status", "max_run_seconds")
 
 
+#: Statuses of a run a worker is executing.
+EXECUTING = (RunStatus.STARTED, RunStatus.RUNNING, RunStatus.UPLOADING)
+
 #: Least time between two looks at a run's cancel flag while it executes.
 CANCEL_CHECK_SECONDS = 0.1
 
@@ -102,7 +105,7 @@ class RunRunner:
             logger.info("run %s is already %s; not executing it again", run_id, status.value)
             return status
         if claim.outcome == "cancel":
-            record = self.store.get_fields(run_id, ("webhook", "webhook_intermediate_status"))
+            record = self.store.get_fields(run_id, HOOK_FIELDS)
             return self._finish(run_id, record, None, RunStatus.CANCELLED,
                                 live_status="Cancelled before it started")
         if claim.outcome == "leased":
@@ -127,7 +130,7 @@ class RunRunner:
                                 error=worker_lost_error(attempts - 1))
         limit = record.get("max_run_seconds") or self.settings.max_run_seconds
         active = ActiveRun(run_id, record, lease, started + limit)
-        self._tell_hooks(record, run_id, final=False)
+        tell_hooks(self.hooks, record, run_id, final=False)
         return self._execute(active)
 
     def _execute(self, active: ActiveRun) -> RunStatus:
@@ -163,19 +166,12 @@ class RunRunner:
 
     def _finish(self, run_id: str, record: dict[str, Any], lease: RunLease | None,
                 status: RunStatus, **fields: Any) -> RunStatus:
-        fields.setdefault("ended_at", now())
         token = lease.token if lease else None
-        if self.store.move(run_id, status, fields, lease_token=token) is not None:
+        if end_run(self.store, self.hooks, run_id, record, status, fields, lease_token=token):
             if lease is not None:
                 lease.released = True
-            self._tell_hooks(record, run_id, final=True)
             return status
         return self.store.status(run_id)
-
-    def _tell_hooks(self, record: dict[str, Any], run_id: str, final: bool) -> None:
-        # Skip the outbox entirely (no Redis round trip) when nobody listens.
-        if record.get("webhook") and (final or record.get("webhook_intermediate_status")):
-            self.hooks.changed(run_id, True)
 
     def _context(self, active: ActiveRun) -> RunContext:
         run_id = active.run_id
@@ -235,6 +231,29 @@ class RunRunner:
             return path.as_uri()
         relative = "/".join(part for part in (item.get("subfolder", ""), item["filename"]) if part)
         return f"{base.rstrip('/')}/{quote(relative)}"
+
+
+#: Record fields :func:`end_run` needs to tell the hooks.
+HOOK_FIELDS = ("webhook", "webhook_intermediate_status")
+
+
+def end_run(store: RunStore, hooks: RunHooks, run_id: str, record: Mapping[str, Any],
+            status: RunStatus, fields: Mapping[str, Any], *, lease_token: str | None = None,
+            only_from: tuple[RunStatus, ...] = ()) -> bool:
+    """Move a run to its final ``status`` (with ``ended_at`` now unless given) and tell the
+    hooks; whether it moved. ``lease_token`` fences the move and gives the lease back with it;
+    ``record`` holds at least :data:`HOOK_FIELDS`."""
+    fields = {"ended_at": now(), **fields}
+    if store.move(run_id, status, fields, lease_token=lease_token, only_from=only_from) is None:
+        return False
+    tell_hooks(hooks, record, run_id, final=True)
+    return True
+
+
+def tell_hooks(hooks: RunHooks, record: Mapping[str, Any], run_id: str, final: bool) -> None:
+    # Skip the outbox entirely (no Redis round trip) when nobody listens.
+    if record.get("webhook") and (final or record.get("webhook_intermediate_status")):
+        hooks.changed(run_id, True)
 
 
 def worker_lost_error(attempts: int) -> dict[str, Any]:

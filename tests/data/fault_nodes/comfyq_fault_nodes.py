@@ -1,7 +1,9 @@
-"""A custom node pack for the fault tests: a slow step that records each execution in Redis.
+"""A custom node pack for the fault tests: a slow step that records each execution in Redis,
+and a step that hangs without ever reporting progress (a node blocked in C code, a hung download).
 
 Every execution appends ``start`` and, if it completes, ``end`` entries (with its pid and process
-group) to ``comfyq-test:executions:<run_id>``, so a test can prove no run ran twice at once.
+group) to ``comfyq-test:executions:<run_id>``, so a test can prove no run ran twice at once and
+see which process executed it.
 """
 
 import os
@@ -41,15 +43,31 @@ class FaultTestSlowStep:
 
     def work(self, seconds, tag):
         run_id = current_context().run_id
-        entry = f"{os.getpid()}:{os.getpgrp()}:{time.time()!r}"
-        _redis().rpush(executions_key(run_id), f"start:{entry}")
+        _record(run_id, "start")
         steps = max(1, int(seconds / STEP_SECONDS))
         bar = ProgressBar(steps)
         for _ in range(steps):
             time.sleep(seconds / steps)
             bar.update(1)
-        _redis().rpush(executions_key(run_id), f"end:{os.getpid()}:{os.getpgrp()}:{time.time()!r}")
+        _record(run_id, "end")
         return {"ui": {"text": [f"{tag} done by {os.getpid()}"]}, "result": ()}
 
 
-NODE_CLASS_MAPPINGS = {"FaultTestSlowStep": FaultTestSlowStep}
+class FaultTestHang(FaultTestSlowStep):
+    """Sleeps ``seconds`` in one call: no progress report, so no point where a cancel or a time
+    limit can stop it."""
+
+    def work(self, seconds, tag):
+        run_id = current_context().run_id
+        _record(run_id, "start")
+        time.sleep(seconds)
+        _record(run_id, "end")
+        return {"ui": {"text": [f"{tag} hung for {seconds:g} s in {os.getpid()}"]}, "result": ()}
+
+
+def _record(run_id, kind):
+    entry = f"{kind}:{os.getpid()}:{os.getpgrp()}:{time.time()!r}"
+    _redis().rpush(executions_key(run_id), entry)
+
+
+NODE_CLASS_MAPPINGS = {"FaultTestSlowStep": FaultTestSlowStep, "FaultTestHang": FaultTestHang}
