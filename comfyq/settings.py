@@ -204,7 +204,12 @@ class Settings(BaseSettings):
     )
     comfyui_interrupt_grace_seconds: float = Field(
         10.0, ge=0, description="After a cancel or time limit, how long ComfyUI may take to "
-        "confirm the interrupt before the run ends anyway."
+        "confirm the interrupt before the run ends anyway (and a launched server is restarted)."
+    )
+    comfyui_restart_request: Path | None = Field(
+        None, description="Set by `comfyq worker --comfyui-path` for each device's worker: the "
+        "file whose creation asks the supervisor to restart the device's ComfyUI, stuck in a "
+        "node that did not stop. Unset (a server attached by URL): comfyq cannot restart it."
     )
     comfyui_unavailable_seconds: float = Field(
         60.0, gt=0, description="How long a run waits for a ComfyUI that stopped answering "

@@ -5,7 +5,8 @@ launches ``DIR/main.py`` once per device as a supervised child: ``CUDA_VISIBLE_D
 that device (empty, plus ``--cpu``, for a simulated one), listening on 127.0.0.1 at
 ``COMFYQ_COMFYUI_BASE_PORT`` + device index, with its own output, input and temp folders under
 ``<data dir>/comfyui/gpu<i>/``. The supervisor restarts a server that dies, as it restarts a
-worker.
+worker, and one whose worker asks for it (``COMFYQ_COMFYUI_RESTART_REQUEST``, a file in those
+folders): a prompt stuck in a node that does not stop after a cancel or time limit.
 
 Either way the device's Celery worker gets ``COMFYQ_COMFYUI_URL`` and is started only once its
 server answers (or after ``COMFYQ_COMFYUI_STARTUP_SECONDS``, with a warning: its runs then wait
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Loopback address a launched server listens on.
 LAUNCH_HOST = "127.0.0.1"
+#: The file in a launched server's folder that asks its supervisor to restart it.
+RESTART_REQUEST_FILE = "restart-requested"
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def launched_servers(checkout: Path, devices: Sequence[Device],
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                "CUDA_VISIBLE_DEVICES": "" if device.simulated else str(device.index)}
         spec = ChildSpec(f"comfyui-{device.worker_name}", argv, env, cwd=str(checkout),
-                         stop_last=True)
+                         stop_last=True, restart_request=folders / RESTART_REQUEST_FILE)
         servers.append(DeviceServer(device, f"http://{LAUNCH_HOST}:{port}", spec))
     return servers
 
@@ -119,8 +122,10 @@ def with_servers(gpu_specs: Sequence[ChildSpec], servers: Sequence[DeviceServer]
     launches = [server.launch for server in servers if server.launch is not None]
     bound = []
     for spec, server in zip(gpu_specs, servers):
-        bound.append(ChildSpec(spec.name, spec.argv, {**spec.env, "COMFYQ_COMFYUI_URL": server.url},
-                               cwd=spec.cwd,
+        env = {**spec.env, "COMFYQ_COMFYUI_URL": server.url}
+        if server.launch is not None and server.launch.restart_request is not None:
+            env["COMFYQ_COMFYUI_RESTART_REQUEST"] = str(server.launch.restart_request)
+        bound.append(ChildSpec(spec.name, spec.argv, env, cwd=spec.cwd,
                                start_gate=ServerAnswers(server.url,
                                                         settings.comfyui_startup_seconds)))
     return [*launches, *bound]

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import worker_ready, worker_shutdown
 
 from comfyq.broker import EXECUTE_RUN_TASK, Broker
@@ -127,11 +129,18 @@ class StuckRunWatcher:
         self._stop.set()
 
     def _watch(self) -> None:
+        unreachable = False
         while not self._stop.wait(LOOK_SECONDS):
             try:
                 self.look()
-            except Exception:  # a Redis outage must not end the watch
+            except redis.RedisError as error:  # said once per outage, not every look
+                if not unreachable:
+                    logger.warning("cannot look at the runs this worker executes: %s", error)
+                unreachable = True
+                continue
+            except Exception:  # nothing may end the watch
                 logger.exception("could not look at the runs this worker executes")
+            unreachable = False
 
     def look(self) -> None:
         """Stop each execution that is overdue."""
@@ -258,6 +267,11 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     if not os.environ.get("COMFYQ_WORKER_GPU_TYPE"):
         return
     consumer = sender
+    if not isinstance(consumer.pool, PreforkPool):
+        logger.warning("%s runs its tasks in a %s pool, which cannot kill a run's process: a "
+                       "run whose node never reports holds it until the node returns",
+                       consumer.hostname, type(consumer.pool).__module__)
+        return
     _watcher = build_watcher(
         consumer.hostname,
         terminate=lambda request: request.terminate(consumer.pool, signal=signal.SIGKILL))

@@ -5,7 +5,9 @@ device, consuming only its GPU type's queue, one run at a time, named ``gpu<inde
 Flower shows which device it is. The supervisor itself never touches CUDA (device detection
 uses NVML or nvidia-smi), so nothing CUDA-related is inherited across the fork.
 
-A child that dies is restarted with a growing delay. SIGTERM or SIGINT stops taking new runs:
+A child that dies is restarted with a growing delay; a child whose restart was requested (its
+``restart_request`` file appeared: a GPU worker asks so of a ComfyUI server stuck in a node) is
+killed and started again at once. SIGTERM or SIGINT stops taking new runs:
 each child gets SIGTERM (Celery's warm shutdown: finish the current run, take no new one) and
 is killed only when it outlives the grace period.
 """
@@ -23,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from comfyq.broker.names import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
 from comfyq.workers.gpus import Device
@@ -46,6 +49,8 @@ class ChildSpec:
     :param start_gate: when given, the child is first started once this returns true (checked
         every loop turn), e.g. a GPU worker once its ComfyUI server answers.
     :param stop_last: stop it only after the other children (a server they use).
+    :param restart_request: a file whose appearance asks for the child to be killed and started
+        again at once (the supervisor removes it once the old process is gone).
     """
 
     name: str
@@ -54,6 +59,7 @@ class ChildSpec:
     cwd: str | None = None
     start_gate: Callable[[], bool] | None = None
     stop_last: bool = False
+    restart_request: Path | None = None
 
 
 def celery_command(*arguments: str) -> list[str]:
@@ -123,6 +129,8 @@ class Supervisor:
 
     def start(self) -> None:
         for spec in self.specs:
+            if spec.restart_request is not None:  # asked of a process that is gone
+                spec.restart_request.unlink(missing_ok=True)
             if spec.start_gate is None:
                 self._spawn(spec)
         self._start_gated()
@@ -147,10 +155,28 @@ class Supervisor:
             signal.signal(signum, lambda *_: self._stopping.set())
         self.start()
         while not self._stopping.wait(0.5):
-            self._start_gated()
-            self._restart_dead()
+            self.supervise()
         self.stop()
         return 0
+
+    def supervise(self) -> None:
+        """One turn of the watch: start what may start now, restart what asked for it or died."""
+        self._start_gated()
+        self._restart_requested()
+        self._restart_dead()
+
+    def _restart_requested(self) -> None:
+        for spec in self.specs:
+            process = self.processes.get(spec.name)
+            if process is None or spec.restart_request is None or (
+                    not spec.restart_request.exists()):
+                continue
+            logger.warning("restarting %s (pid %d) as asked: a run's node did not stop", spec.name,
+                           process.pid)
+            _kill_group(process)
+            process.wait()
+            spec.restart_request.unlink(missing_ok=True)
+            self._spawn(spec)
 
     def _restart_dead(self) -> None:
         for spec in self.specs:

@@ -17,7 +17,7 @@ What can go wrong, and what happens:
   :data:`POLL_SECONDS`): the prompt is deleted from the queue and interrupted by id; the run
   ends once ComfyUI confirms (interrupted, finished, or no longer queued), and after
   ``interrupt_grace`` seconds regardless, since a node without progress callbacks cannot be
-  interrupted;
+  interrupted; a server still stuck then is restarted if comfyq launched it (``.restarts``);
 * the websocket breaks: reconnect, then learn the prompt's state from ``/queue`` and
   ``/history`` (in that order: ComfyUI moves a prompt from the queue to the history
   atomically, so it is always seen in one of them);
@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from comfyq import graph as graph_structure
@@ -55,6 +56,7 @@ from comfyq.comfyui.errors import (
 from comfyq.comfyui.events import EventStream, EventStreamLost
 from comfyq.comfyui.outputs import OutputFetcher
 from comfyq.comfyui.prepare import PreparedPrompt, prepare_prompt
+from comfyq.comfyui.restarts import StuckServerRestarts
 from comfyq.run_context import RunCancelled, RunContext
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,9 @@ class ComfyUIOptions:
     :param retry_lost_prompt: post a prompt again (once) when a restarted server lost it.
     :param probe_seconds: without news of the prompt this long, ask ``/queue`` about it.
     :param max_output_bytes: the largest output file downloaded.
+    :param restart_request: the file that asks the supervisor to restart a launched server
+        (None: the server is attached by URL and cannot be restarted).
+    :param startup_seconds: how long a run waits for a restarted server to answer.
     """
 
     url: str
@@ -91,6 +96,8 @@ class ComfyUIOptions:
     retry_lost_prompt: bool = True
     probe_seconds: float = 5.0
     max_output_bytes: int = 4 * 2**30
+    restart_request: Path | None = None
+    startup_seconds: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: Any, url: str) -> ComfyUIOptions:
@@ -99,7 +106,9 @@ class ComfyUIOptions:
                    unavailable_seconds=settings.comfyui_unavailable_seconds,
                    retry_lost_prompt=settings.comfyui_retry_lost_prompt,
                    probe_seconds=settings.comfyui_probe_seconds,
-                   max_output_bytes=settings.comfyui_max_output_bytes)
+                   max_output_bytes=settings.comfyui_max_output_bytes,
+                   restart_request=settings.comfyui_restart_request,
+                   startup_seconds=settings.comfyui_startup_seconds)
 
 
 class ComfyUIBackend:
@@ -121,6 +130,7 @@ class ComfyUIBackend:
         self._catalog: dict[str, Any] | None = None
         self._history_client: ComfyUIClient | None = None
         self._history_worker: ThreadPoolExecutor | None = None
+        self.restarts = StuckServerRestarts(options)
 
     def __repr__(self) -> str:
         return f"ComfyUIBackend({self.options.url!r})"
@@ -214,8 +224,10 @@ class PromptRun:
             self._submit()
             self._follow()
             return self._outputs()
-        except RunCancelled:
-            self._stop_on_server()
+        except RunCancelled as stopped:
+            if not self._stop_on_server():
+                stopped.add_note(self.backend.restarts.restart(self.prompt_id))
+                self.events.close()
             raise
         except BaseException:
             self._withdraw()
@@ -236,7 +248,8 @@ class PromptRun:
         self.events.drain()
         if self.events.connected:
             return
-        deadline = time.monotonic() + self.options.unavailable_seconds
+        deadline = time.monotonic() + self.backend.restarts.wait_before_next_prompt(
+            self.context.check_cancelled, RECONNECT_PAUSE_SECONDS)
         while True:
             try:
                 self.events.connect(self.quick_timeout)
@@ -435,24 +448,23 @@ class PromptRun:
 
     # -- stopping --------------------------------------------------------------------------------
 
-    def _stop_on_server(self) -> None:
-        """Cancel or timeout: dequeue and interrupt the prompt, then await the confirmation."""
+    def _stop_on_server(self) -> bool:
+        """Cancel or timeout: dequeue and interrupt the prompt, then await the confirmation;
+        False when the server kept executing it past the grace."""
         if not self.accepted or self.finished:
-            return
+            return True
         try:
             self.client.delete_from_queue([self.prompt_id], self.quick_timeout)
             self.client.interrupt(self.prompt_id, self.quick_timeout)
         except (ComfyUIUnavailable, ComfyUIRequestError) as error:
             logger.warning("run %s: could not stop the prompt on ComfyUI: %s", self.prompt_id,
                            error)
-            return
+            return True
         deadline = time.monotonic() + self.options.interrupt_grace
         while time.monotonic() < deadline:
             if self._stop_confirmed():
-                return
-        logger.warning("run %s: ComfyUI at %s did not stop the prompt within %g s (a node "
-                       "without progress callbacks cannot be interrupted); leaving it",
-                       self.prompt_id, self.options.url, self.options.interrupt_grace)
+                return True
+        return False
 
     def _stop_confirmed(self) -> bool:
         """Whether the prompt has left the server's queue; else wait a poll for its events."""

@@ -143,11 +143,12 @@ class RunRunner:
         try:
             ui_outputs = self.backend.execute(record["workflow_api"], record.get("workflow_inputs"),
                                               context, progress.node_started)
-        except RunDeadlinePassed:
+        except RunDeadlinePassed as stopped:
             return self._finish(run_id, record, active.lease, RunStatus.TIMEOUT,
-                                live_status="Timed out", error=timeout_error(active))
-        except RunCancelled:
-            return self._finish(run_id, record, active.lease, RunStatus.CANCELLED, live_status="Cancelled")
+                                live_status="Timed out", error=timeout_error(active, stopped))
+        except RunCancelled as stopped:
+            return self._finish(run_id, record, active.lease, RunStatus.CANCELLED,
+                                live_status="Cancelled", **cancelled_error(stopped))
         except NodeExecutionError as error:
             logger.warning("run %s failed: %s", run_id, error)
             where = f"Failed at node {error.node_id}" if error.node_id else "Failed"
@@ -262,11 +263,22 @@ def worker_lost_error(attempts: int) -> dict[str, Any]:
                                  "run died or stopped answering each time"}
 
 
-def timeout_error(active: ActiveRun) -> dict[str, Any]:
+def timeout_error(active: ActiveRun, stopped: RunCancelled) -> dict[str, Any]:
     limit = active.record.get("max_run_seconds")
+    message = (f"the run exceeded its time limit of {limit:g} s" if limit
+               else "the run exceeded its time limit")
     return {"exception_type": "RunTimeout",
-            "exception_message": f"the run exceeded its time limit of {limit:g} s" if limit
-            else "the run exceeded its time limit"}
+            "exception_message": "; ".join([message, *getattr(stopped, "__notes__", ())])}
+
+
+def cancelled_error(stopped: RunCancelled) -> dict[str, Any]:
+    """A cancelled run has no error, unless the backend noted how stopping it went (a server
+    that did not stop the prompt)."""
+    notes = getattr(stopped, "__notes__", ())
+    if not notes:
+        return {}
+    return {"error": {"exception_type": "RunCancelled",
+                      "exception_message": "; ".join(["the run was cancelled", *notes])}}
 
 
 class ProgressWriter:

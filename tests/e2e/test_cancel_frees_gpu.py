@@ -171,3 +171,71 @@ def test_time_limit_kills_a_node_that_never_reports_and_the_next_run_succeeds(ha
 
 def client_started(client: Client, run_id: str) -> float:
     return client.get_run(run_id).started_at.timestamp()
+
+
+# --- a run on a ComfyUI server: the server is what executes the graph -------------------------
+
+def cancel_a_stuck_prompt(fleet) -> tuple[object, float]:
+    """Submit a node that never yields to ``fleet``'s ComfyUI, cancel it once it executes, and
+    return the ended run and when it was cancelled."""
+    from tests.e2e.test_comfyui_backend import chain, sleep
+
+    stuck = fleet.submit(chain(sleep(HANG_SECONDS, 0)))
+    wait_until(lambda: fleet.live_status(stuck).startswith("Executing StandinSleep"), timeout=30)
+    told_at = time.time()
+    assert fleet.client.cancel(stuck).cancelled
+    return fleet.wait(stuck, 30), told_at
+
+
+def test_cancel_restarts_a_launched_comfyui_stuck_in_a_node_and_the_next_run_succeeds(
+        fresh_redis_url, tmp_path, record_counts):
+    from comfyq.devtools.standin_process import free_port
+    from tests.e2e.test_comfyui_backend import FAKE_MAIN, ComfyUIFleet, invert_graph, launches
+
+    checkout = tmp_path / "ComfyUI"
+    checkout.mkdir()
+    (checkout / "main.py").write_text(FAKE_MAIN)
+    log = tmp_path / "launches.jsonl"
+    fleet = ComfyUIFleet(fresh_redis_url, tmp_path, ["--comfyui-path", str(checkout)],
+                         COMFYQ_COMFYUI_BASE_PORT=str(free_port()),
+                         COMFYQ_TEST_LAUNCH_LOG=str(log)).start()
+    try:
+        [stuck_server] = launches(log)
+        run, told_at = cancel_a_stuck_prompt(fleet)
+        wait_until(lambda: len(launches(log)) == 2, timeout=30)
+        stuck_server_gone = not Path(f"/proc/{stuck_server['pid']}").exists()
+        following = fleet.wait(fleet.submit(invert_graph()))
+    finally:
+        fleet.stop()
+    grace = float(fleet.env["COMFYQ_COMFYUI_INTERRUPT_GRACE_SECONDS"])
+    seconds_to_final = run.ended_at.timestamp() - told_at
+    record_counts(status=run.status.value, cancel_to_final_seconds=f"{seconds_to_final:.2f}",
+                  server_launches=len(launches(log)), next_run=following.status.value)
+    assert run.status == RunStatus.CANCELLED
+    assert run.error["exception_type"] == "RunCancelled"
+    assert run.error["exception_message"].endswith(
+        f"did not stop the prompt within {grace:g} s, so the server was restarted")
+    assert seconds_to_final <= grace + 5
+    assert stuck_server_gone  # the server stuck in the node was killed, and another launched
+    assert following.status == RunStatus.SUCCESS, following.error
+
+
+def test_cancel_of_a_prompt_stuck_on_an_attached_comfyui_says_it_cannot_restart_it(
+        fresh_redis_url, tmp_path, record_counts):
+    from comfyq.devtools.standin_process import StandinProcess
+    from tests.e2e.test_comfyui_backend import ComfyUIFleet
+
+    server = StandinProcess(tmp_path / "server", log_path=tmp_path / "standin.log").start()
+    fleet = ComfyUIFleet(fresh_redis_url, tmp_path, ["--comfyui-url", server.url],
+                         standin=server).start()
+    try:
+        run, told_at = cancel_a_stuck_prompt(fleet)
+        still_running = fleet.standin_queue_running()
+    finally:
+        fleet.stop()
+        server.kill()
+    seconds_to_final = run.ended_at.timestamp() - told_at
+    record_counts(status=run.status.value, cancel_to_final_seconds=f"{seconds_to_final:.2f}")
+    assert run.status == RunStatus.CANCELLED
+    assert "it is attached by URL, so comfyq cannot restart it" in run.error["exception_message"]
+    assert still_running == [run.id]  # as the error says: the server is still in the node
