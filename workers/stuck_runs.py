@@ -101,6 +101,8 @@ class StuckRunWatcher:
         self._executing: tuple[Execution, ...] = ()
         self._orders: queue.SimpleQueue[KillOrder] = queue.SimpleQueue()
         self._cancel_seen: dict[Execution, float] = {}
+        #: Executions already stopped, until the loop no longer reports them.
+        self._stopped: set[Execution] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="comfyq-stuck-runs",
                                         daemon=True)
@@ -147,7 +149,10 @@ class StuckRunWatcher:
         executing = self._executing
         self._cancel_seen = {execution: seen for execution, seen in self._cancel_seen.items()
                              if execution in executing}
+        self._stopped.intersection_update(executing)
         for execution in executing:
+            if execution in self._stopped:
+                continue
             record = self.store.fields_of([execution.run_id], RECORD_FIELDS)[execution.run_id]
             status = self._overdue(execution, record) if record else None
             if status is not None:
@@ -178,6 +183,7 @@ class StuckRunWatcher:
         # gone, and a fork taken while this thread is mid-way through Redis or a first import
         # would hand the child a lock it can never take.
         self._end(execution, record, status)
+        self._stopped.add(execution)
         order = KillOrder(execution)
         self._orders.put(order)
         if not order.done.wait(KILL_WAIT_SECONDS) or not order.sent:
