@@ -45,3 +45,5 @@ STATUS_RANK = {
     RunStatus.UPLOADING: 4,
     **dict.fromkeys(FINAL_STATUSES, FINAL_RANK),
 }
+#: Statuses of a run a worker is executing.
+EXECUTING = (RunStatus.STARTED, RunStatus.RUNNING, RunStatus.UPLOADING)

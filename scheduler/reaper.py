@@ -24,14 +24,13 @@ from pathlib import Path
 from comfyq.broker import Broker
 from comfyq.execution.runner import worker_lost_error
 from comfyq.models import RunStatus
+from comfyq.run_status import EXECUTING
 from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: Statuses of a run a worker is executing.
-EXECUTING = (RunStatus.STARTED, RunStatus.RUNNING, RunStatus.UPLOADING)
 
 Publish = Callable[[str, str], None]
 

@@ -32,10 +32,11 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import worker_ready, worker_shutdown
 
 from comfyq.broker import EXECUTE_RUN_TASK, Broker
-from comfyq.execution.runner import EXECUTING, HOOK_FIELDS, end_run
+from comfyq.execution.runner import HOOK_FIELDS, end_run
 from comfyq.models import RunStatus
 from comfyq.redis import keys
 from comfyq.redis.connection import redis_client
+from comfyq.run_status import EXECUTING
 from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.settings import Settings, get_settings

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from comfyq.cli.errors import UsageError
+from comfyq.cli.documents import read_graph
 from comfyq.errors import ComfyqError
 
 # Each handler imports what it needs when it runs: `comfyq --help` loads none of it.
@@ -22,21 +20,6 @@ from comfyq.errors import ComfyqError
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
-
-
-def _read_graph(path: str) -> Any:
-    """The API graph of a file: a bare graph, or a run request's ``workflow_api_json``."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as error:
-        raise UsageError(f"{path}: {error.strerror or error}") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{path}: not valid JSON ({error})") from None
-    if isinstance(document, dict) and "workflow_api_json" in document:
-        return document["workflow_api_json"]
-    return document
 
 
 def _when(moment: datetime) -> str:
@@ -65,7 +48,7 @@ def _list(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     from comfyq.cli.connection import cli_client
 
-    graph = None if args.file is None else _read_graph(args.file)
+    graph = None if args.file is None else read_graph(args.file)
     deployment = cli_client().deployments.deploy(
         args.workflow_id, graph, environment=args.environment, machine_id=args.machine_id,
         deployment_id=args.deployment_id)

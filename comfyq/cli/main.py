@@ -11,8 +11,8 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from comfyq.cli.documents import read_request
 from comfyq.cli.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -85,21 +85,6 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(gpus=args.gpus, timeout=args.timeout)
 
 
-def _read_request(path: str) -> dict:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as error:
-        raise UsageError(f"{path}: {error.strerror or error}") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{path}: not valid JSON ({error})") from None
-    if isinstance(document, dict) and "workflow_api_json" not in document:
-        # A bare API graph (as ComfyUI's "Save (API)" writes it) becomes a request.
-        document = {"workflow_id": Path(path).stem, "workflow_api_json": document}
-    return document
-
-
 def _parse_input(pair: str) -> tuple[str, object]:
     name, sep, raw = pair.partition("=")
     if not sep or not name:
@@ -113,7 +98,7 @@ def _parse_input(pair: str) -> tuple[str, object]:
 def _submit(args: argparse.Namespace) -> int:
     from comfyq.cli.connection import cli_client
 
-    request = _read_request(args.file)
+    request = read_request(args.file)
     if args.gpu:
         request["gpu"] = args.gpu
     if args.input:
@@ -197,7 +182,7 @@ def _api(args: argparse.Namespace) -> int:
 def _workflows_deploy(args: argparse.Namespace) -> int:
     from comfyq.producer.client import default_client
 
-    document = _read_request(args.file)
+    document = read_request(args.file)
     graph = document["workflow_api_json"]
     default_client().deploy_workflow(args.workflow_id, graph)
     print(f"deployed {len(graph)} nodes as workflow {args.workflow_id}")

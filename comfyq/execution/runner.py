@@ -31,8 +31,6 @@ RUN_FIELDS = ("workflow_api", "workflow_inputs", "gpu", "attempts", "webhook",
               "webhook_intermediate_status", "max_run_seconds")
 
 
-#: Statuses of a run a worker is executing.
-EXECUTING = (RunStatus.STARTED, RunStatus.RUNNING, RunStatus.UPLOADING)
 
 #: Least time between two looks at a run's cancel flag while it executes.
 CANCEL_CHECK_SECONDS = 0.1
