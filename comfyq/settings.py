@@ -1,6 +1,6 @@
 """comfyq's configuration: every setting comes from a ``COMFYQ_`` environment variable.
 
-Defaults work on a laptop: a Redis on localhost, outputs under ``./comfyq-data``, and every
+Defaults work on a laptop: a Redis on localhost, outputs in the user's data folder, and every
 ComfyDeploy GPU type known. List and mapping settings accept JSON (``["A100","T4"]``,
 ``{"m1": "A100"}``) or the shorter comma forms (``A100,T4`` and ``m1=A100,m2=T4``).
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
+import platformdirs
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -115,7 +116,11 @@ class Settings(BaseSettings):
         "catalog yet: 'structural' accepts the graph after the structural checks (links, cycles, "
         "inputs that fit their nodes), so producers may start before workers; 'refuse' refuses it.",
     )
-    data_dir: Path = Field(Path("comfyq-data"), description="Root of outputs and worker state.")
+    data_dir: Path = Field(
+        default_factory=lambda: platformdirs.user_data_path("comfyq"),
+        description="Root of outputs and worker state; the user's data folder by default "
+        "(~/.local/share/comfyq on Linux), never the current directory.",
+    )
     output_url_base: str | None = Field(
         None, description="Public base URL of the output directory; file:// URLs when unset."
     )

@@ -9,6 +9,7 @@ tests/redis`` runs the fast tiers alone.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +25,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = item.path.parent.name
         if tier in ("unit", "redis", "e2e"):
             item.add_marker(tier)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What names no data folder writes into the session's temporary folder, never into the
+    user's data folder (the default), in this process and the ones it starts."""
+    previous = os.environ.get("COMFYQ_DATA_DIR")
+    os.environ["COMFYQ_DATA_DIR"] = str(tmp_path_factory.mktemp("default-data"))
+    yield
+    if previous is None:
+        os.environ.pop("COMFYQ_DATA_DIR", None)
+    else:
+        os.environ["COMFYQ_DATA_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
