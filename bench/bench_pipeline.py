@@ -32,7 +32,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.local_deployment import BARE_QUEUE, start_deployment
 from bench.measuring import in_turns, percentile
-from comfyq.broker.broker import PUBLISH_RETRY_POLICY
 from comfyq.devtools.local_fleet import LocalFleet
 
 #: The one-node run: an output node fed only by literals.
@@ -68,7 +67,7 @@ def submit_rates(client, publisher, count: int, rounds: int) -> dict[str, list[f
         # As comfyq publishes a run: to its GPU type's queue, retried through broker hiccups.
         "plain": rate(lambda: publisher.send_task(
             "bench.execute", args=[payload], queue="comfyq.gpu.A100", retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY)),
+            retry_policy=client.broker.retry_policy)),
     }
     for measure in sides.values():  # warm-up: connections, Lua scripts, imports
         measure()
