@@ -17,6 +17,7 @@ from __future__ import annotations
 import pytest
 
 from comfyq import RunStatus
+from tests.e2e.sdk_streams import stream_updates
 from tests.e2e.test_api import TOKENS, api  # noqa: F401 (the module's API server fixture)
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import GatedImageServer, held_graph
@@ -73,9 +74,7 @@ def test_cancel_through_the_sdk(sdk, client):
 
 def test_stream_through_the_sdk_ends_with_the_final_status(sdk):
     answer = sdk.run.workflow.stream(request=sdk_request(inputs={"prefix": "sdkstream"}))
-    with answer.run_stream as events:
-        received = list(events)
-    updates = [e.data for e in received if e.EVENT.value == "event_update"]
+    updates = stream_updates(answer)
     assert updates[0].event == "run_created"
     assert updates[-1].event == "status" and updates[-1].data["status"] == "success"
     outputs = updates[-1].data["outputs"]

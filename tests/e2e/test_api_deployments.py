@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from comfyq import RunStatus
+from tests.e2e.sdk_streams import stream_updates
 from tests.e2e.test_api import (  # noqa: F401 (api: the module's API server fixture)
     TOKENS,
     api,
@@ -102,9 +103,7 @@ def test_the_sdk_lists_deployments_with_the_inputs_they_take(sdk, staging):
 def test_a_deployment_streams_through_the_sdk_to_its_final_status(sdk, staging):
     answer = sdk.run.deployment.stream(request={"deployment_id": staging.id,
                                                 "inputs": {"prefix": "deploystream"}})
-    with answer.run_stream as events:
-        received = list(events)
-    updates = [e.data for e in received if e.EVENT.value == "event_update"]
+    updates = stream_updates(answer)
     assert updates[0].event == "run_created"
     assert updates[-1].event == "status" and updates[-1].data["status"] == "success"
     outputs = updates[-1].data["outputs"]

@@ -20,45 +20,14 @@ from comfyq.redis import keys
 from comfyq.runs.hooks import RunHooks
 from comfyq.scheduler import reaper
 from comfyq.scheduler.beat import BeatLock
-from comfyq.settings import Settings
-from comfyq.webhooks.settings import WebhookSettings
 from tests.helpers import request
+from tests.redis.moving_time import announced
 
 
 @pytest.fixture
 def plain(fresh_redis):
     """The test's own database: run records and the broker's queues (no worker consumes them)."""
     return fresh_redis
-
-
-class MovableClock:
-    """The real time, plus however far the test moved it forward."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.ahead
-
-    def advance(self, seconds: float) -> None:
-        self.ahead += seconds
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def make_client(fresh_redis_url, tmp_path, clock):
-    def build(**overrides) -> Client:
-        settings = Settings(redis_url=fresh_redis_url, gpu_types=["A100"], default_gpu="A100",
-                            data_dir=tmp_path, **overrides)
-        client = Client(settings=settings,
-                        webhook_settings=WebhookSettings(webhook_allow_loopback=True))
-        client.store.clock = clock
-        return client
-    return build
 
 
 def expire_now(plain: redis.Redis, key: str) -> None:
@@ -72,19 +41,6 @@ def expire_now(plain: redis.Redis, key: str) -> None:
 
 def queued_ids(plain: redis.Redis) -> set[str]:
     return set(message_run_ids(plain.lrange(gpu_queue("A100"), 0, -1)))
-
-
-class RecordingObserver:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bool]] = []
-
-    def run_changed(self, run_id: str, status_changed: bool) -> None:
-        self.calls.append((run_id, status_changed))
-
-
-def announced() -> tuple[list, RunHooks]:
-    observer = RecordingObserver()
-    return observer.calls, RunHooks([observer])
 
 
 def test_queued_run_whose_message_vanished_is_republished(make_client, plain, clock):

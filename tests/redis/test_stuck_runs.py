@@ -11,33 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from comfyq import Client, RunStatus
+from comfyq import RunStatus
 from comfyq.redis import keys
-from comfyq.settings import Settings
-from comfyq.webhooks.settings import WebhookSettings
 from comfyq.workers.stuck_runs import Execution, StuckRunWatcher
 from tests.helpers import request
-from tests.redis.test_maintenance import MovableClock, announced
+from tests.redis.moving_time import announced
 
 GRACE = 5.0
 WORKER = "gpu0@host"
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def make_client(fresh_redis_url, tmp_path, clock):
-    def build(**overrides) -> Client:
-        settings = Settings(redis_url=fresh_redis_url, gpu_types=["A100"], default_gpu="A100",
-                            data_dir=tmp_path, **overrides)
-        client = Client(settings=settings,
-                        webhook_settings=WebhookSettings(webhook_allow_loopback=True))
-        client.store.clock = clock
-        return client
-    return build
 
 
 @pytest.fixture
