@@ -6,6 +6,7 @@ would, and checks what that application sees: status codes, bodies, headers and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import pytest
@@ -76,25 +78,33 @@ def api_environment(fleet_settings) -> dict[str, str]:
             "COMFYQ_API_SYNC_TIMEOUT_SECONDS": str(SYNC_TIMEOUT_SECONDS)}
 
 
-@pytest.fixture(scope="module")
-def api(fleet, fleet_settings, tmp_path_factory) -> Iterator[ApiServer]:
-    """``comfyq api`` in its own process, against the session's fleet."""
+@contextlib.contextmanager
+def api_process(environment: dict[str, str], log: Path) -> Iterator[str]:
+    """``comfyq api`` in its own process with ``environment``; yields its root URL once it
+    answers, and prints the end of its log when something fails."""
     port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "comfyq.cli", "api", "--port", str(port)],
-            env=api_environment(fleet_settings), stdout=output, stderr=subprocess.STDOUT)
+            env=environment, stdout=output, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(root, process)
-        yield ApiServer(root)
+        yield root
     except Exception:
         print(log.read_text()[-3000:])
         raise
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def api(fleet, fleet_settings, tmp_path_factory) -> Iterator[ApiServer]:
+    """``comfyq api`` in its own process, against the session's fleet."""
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    with api_process(api_environment(fleet_settings), log) as root:
+        yield ApiServer(root)
 
 
 class ThreadedServer:

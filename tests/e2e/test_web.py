@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from comfyq import RunStatus
 from comfyq.devtools.local_receiver import WebhookReceiver
 from comfyq.redis import keys
 from comfyq.web.output_access import OutputItem, OutputRefused, output_path
-from tests.e2e.test_api import free_port, wait_for_health
+from tests.e2e.test_api import api_process
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import GatedImageServer, held_graph, png_bytes, wait_until
 
@@ -47,23 +45,9 @@ HTTP_TIMEOUT = 30
 def api(fleet, fleet_settings, tmp_path_factory) -> Iterator[str]:
     """``comfyq api`` in its own process against the session's fleet; yields its root URL."""
     env, _ = fleet_settings
-    port = free_port()
     log = tmp_path_factory.mktemp("web-api") / "api.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "comfyq.cli", "api", "--port", str(port)],
-            env={**os.environ, **env, "COMFYQ_API_TOKENS": TOKEN},
-            stdout=output, stderr=subprocess.STDOUT)
-    root = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(root, process)
+    with api_process({**os.environ, **env, "COMFYQ_API_TOKENS": TOKEN}, log) as root:
         yield root
-    except Exception:
-        print(log.read_text()[-3000:])
-        raise
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
