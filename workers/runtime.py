@@ -18,7 +18,7 @@ from comfyq.redis.connection import redis_client as connect
 from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.settings import get_settings
-from comfyq.webhooks.events import WebhookEvents
+from comfyq.webhooks.events import webhook_hooks
 from comfyq.webhooks.settings import get_webhook_settings
 
 
@@ -39,8 +39,7 @@ def run_hooks() -> RunHooks:
 
 
 def hooks_of(client: redis.Redis, publisher: Broker) -> RunHooks:
-    return RunHooks([WebhookEvents(client, publisher.send_webhook_delivery,
-                                   get_webhook_settings())])
+    return webhook_hooks(client, publisher.send_webhook_delivery, get_webhook_settings())
 
 
 @functools.cache

@@ -38,10 +38,9 @@ from comfyq.redis import keys
 from comfyq.redis.connection import redis_client
 from comfyq.runs.codec import run_model
 from comfyq.runs.follow import RunChanges
-from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore, now
 from comfyq.settings import Settings, get_settings
-from comfyq.webhooks.events import WebhookEvents
+from comfyq.webhooks.events import webhook_hooks
 from comfyq.webhooks.safety import UnsafeWebhookURL, check_webhook_url
 from comfyq.webhooks.settings import WebhookSettings, get_webhook_settings
 
@@ -77,12 +76,12 @@ class Client:
         self.settings = settings or get_settings()
         self.broker = Broker(self.settings, celery_app)
         self.celery_app = self.broker.celery_app
-        # Writes here are idempotent: ride out a Redis restart of a second or two.
+        # Writes here are idempotent: ride out a Redis outage of COMFYQ_OUTAGE_RETRY_SECONDS.
         self.redis = redis_client or _records_client(self.settings)
         self.store = RunStore(self.redis, self.settings.run_retention_seconds)
         self.webhook_settings = webhook_settings or get_webhook_settings()
-        self.hooks = RunHooks([WebhookEvents(self.redis, self.broker.send_webhook_delivery,
-                                             self.webhook_settings)])
+        self.hooks = webhook_hooks(self.redis, self.broker.send_webhook_delivery,
+                                   self.webhook_settings)
         self.deployments = Deployments(self.redis, self.settings.machines)
 
     # -- submitting ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import redis
 
 from comfyq.models import RunStatus
+from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.webhooks.settings import WebhookSettings
 
@@ -66,3 +67,9 @@ class WebhookEvents:
         if event_id is not None:
             self.send(event_id)
         return event_id
+
+
+def webhook_hooks(client: redis.Redis, send: Callable[[str], None],
+                  settings: WebhookSettings) -> RunHooks:
+    """The run hooks of a process whose run changes reach their callers' webhooks."""
+    return RunHooks([WebhookEvents(client, send, settings)])
