@@ -125,6 +125,42 @@ class Settings(BaseSettings):
         None, description="Public base URL of the output directory; file:// URLs when unset."
     )
 
+    # --- Where outputs are kept (comfyq.storage) ---
+    storage: str = Field(
+        "local", pattern="^(local|s3)$",
+        description="Where workers keep outputs: 'local' (COMFYQ_DATA_DIR/outputs on the worker's "
+        "disk) or 's3' (an S3-compatible bucket every host can reach).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint (MinIO, R2, GCS...); unset: AWS S3 of s3_region."
+    )
+    s3_region: str | None = Field(
+        None, description="S3 region; unset: the AWS chain's (AWS_REGION, ~/.aws/config)."
+    )
+    s3_bucket: str | None = Field(
+        None, validate_default=True, description="Bucket of the outputs (required with s3)."
+    )
+    s3_prefix: str = Field(
+        "comfyq", pattern=r"^[A-Za-z0-9._/-]*$",
+        description="Key prefix: a run's files are kept under <prefix>/<run_id>/.",
+    )
+    s3_addressing_style: str = Field(
+        "auto", pattern="^(auto|path|virtual)$",
+        description="'path' for MinIO and servers addressed by IP; 'virtual' for AWS and R2.",
+    )
+    s3_url_lifetime_seconds: int = Field(
+        3600, gt=0, le=7 * 24 * 3600,
+        description="Lifetime of the presigned URLs records are shown with (signed on each read).",
+    )
+    s3_public_base_url: str | None = Field(
+        None, description="Public URL of the bucket's prefix; outputs then get plain URLs under "
+        "it instead of presigned ones.",
+    )
+    s3_upload_retry_seconds: float = Field(
+        30.0, ge=0, description="How long a worker keeps retrying an output upload before the "
+        "run fails, saying so.",
+    )
+
     max_run_seconds: float = Field(3600.0, gt=0, description="Longest a run may execute.")
     gpu_max_run_seconds: FloatMap = Field(
         default_factory=dict, description="GPU type -> longest run, overriding max_run_seconds."
@@ -324,6 +360,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"machine {machine!r} names GPU {gpu!r}, not one of "
                                  f"COMFYQ_GPU_TYPES ({', '.join(known)})")
         return machines
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _check_s3_bucket(cls, bucket: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("storage") == "s3" and not bucket:
+            raise ValueError("required when COMFYQ_STORAGE is s3")
+        return bucket
+
+    @field_validator("s3_endpoint_url", "s3_public_base_url")
+    @classmethod
+    def _check_http_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("expected a URL starting with http:// or https://")
+        return url if url is None else _check_port(url)
 
 
 class SettingsError(ValueError):

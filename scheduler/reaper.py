@@ -7,7 +7,8 @@
   queue longer than ``max_queue_seconds`` ends ``timeout`` without running.
 - **Lost messages**: a run recorded ``queued`` whose message is in neither its queue nor the
   broker's unacked set (a broker that lost data, a publish that failed half-way) is re-published.
-- **Retention**: index entries of expired records and output files older than the retention go.
+- **Retention**: index entries of expired records and output files older than the retention go;
+  with S3 storage, a run's objects go with its record.
 
 Each function takes what it needs and returns how many runs it acted on, so the Celery tasks in
 ``tasks.maintenance`` stay thin and the logic is testable on its own. The time is the store's
@@ -28,6 +29,7 @@ from comfyq.run_status import EXECUTING
 from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.settings import Settings
+from comfyq.storage import output_storage
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +155,17 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
 
 
 def expire_old_runs(store: RunStore, settings: Settings) -> int:
-    """Drop index entries of expired records, and output folders older than the retention."""
+    """Drop the stored files and index entries of expired records, and output folders older
+    than the retention."""
     cutoff = store.clock() - settings.run_retention_seconds
     created = store.indexes.created(until=cutoff)
     stale = [run_id for run_id, exists in zip(created, store.exist(created)) if not exists]
+    try:
+        output_storage(settings).delete_runs(stale)
+    except Exception as error:  # storage unreachable: the index keeps them for the next pass
+        logger.warning("could not delete the stored files of %d expired run(s): %s",
+                       len(stale), error)
+        stale = []
     store.indexes.forget_created(stale)
     for root in (settings.output_dir, settings.data_dir.resolve() / "temp"):
         for folder in _older_than(root, cutoff):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from comfyq.execution.executor import GraphError, NodeExecutionError
 from comfyq.models import RunStatus
@@ -23,6 +22,7 @@ from comfyq.runs.hooks import RunHooks
 from comfyq.runs.lease import LeaseLost, RunLease
 from comfyq.runs.store import RunStore, now
 from comfyq.settings import Settings
+from comfyq.storage import OutputUploadFailed, RunFiles, output_storage
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class RunRunner:
         self.backend = backend
         self.worker = worker
         self.hooks = hooks
+        self.storage = output_storage(settings)
 
     def run(self, run_id: str) -> RunStatus:
         """Execute ``run_id`` unless it is finished, cancelled or executing elsewhere.
@@ -158,8 +159,17 @@ class RunRunner:
                                 error={"exception_type": "GraphError",
                                        "exception_message": str(error)})
         active.lease.check()
-        outputs = [self._output_record(run_id, node_id, ui, record["workflow_api"])
-                   for node_id, ui in ui_outputs.items()]
+        files = RunFiles(run_id, active.lease.token.rsplit(":", 1)[-1][:12], self.worker.name,
+                         active.lease.check)
+        try:
+            outputs = [self._output_record(files, node_id, ui, record["workflow_api"])
+                       for node_id, ui in ui_outputs.items()]
+        except OutputUploadFailed as error:
+            logger.error("run %s failed: %s", run_id, error)
+            return self._finish(run_id, record, active.lease, RunStatus.FAILED,
+                                live_status="Failed: outputs could not be stored",
+                                error={"exception_type": "OutputUploadFailed",
+                                       "exception_message": str(error)})
         return self._finish(run_id, record, active.lease, RunStatus.SUCCESS, live_status="Done",
                             outputs=outputs, progress=1.0)
 
@@ -198,24 +208,29 @@ class RunRunner:
             device=self.worker.device,
         )
 
-    def _output_record(self, run_id: str, node_id: str, ui: dict[str, Any],
+    def _output_record(self, files: RunFiles, node_id: str, ui: dict[str, Any],
                        graph: Mapping[str, Any]) -> dict[str, Any]:
         stamp = datetime.now(UTC).isoformat()
-        data = {kind: [self._media_item(item) if isinstance(item, dict) and "filename" in item
+        data = {kind: [self._media_item(files, item) if isinstance(item, dict) and "filename" in item
                        else item for item in items]
                 for kind, items in ui.items()}
         return {
-            "id": str(uuid.uuid4()), "run_id": run_id, "data": data,
+            "id": str(uuid.uuid4()), "run_id": files.run_id, "data": data,
             "node_meta": {"node_class": graph[node_id]["class_type"]},
             "created_at": stamp, "updated_at": stamp, "type": "output", "node_id": node_id,
         }
 
-    def _media_item(self, item: dict[str, Any]) -> dict[str, Any]:
+    def _media_item(self, files: RunFiles, item: dict[str, Any]) -> dict[str, Any]:
+        """The record of one file, kept in the configured storage (uploaded, for S3)."""
         path = self.file_path(item)
+        name = "/".join(part for part in (item.get("subfolder", ""), item["filename"]) if part)
+        started = time.monotonic()
+        url = self.storage.keep(files, path, name)
         return {
-            "url": self._url(item, path), "type": item.get("type", "output"),
+            "url": url, "type": item.get("type", "output"),
             "filename": item["filename"], "subfolder": item.get("subfolder", ""),
-            "is_public": bool(self.settings.output_url_base), "upload_duration": 0.0,
+            "is_public": self.storage.is_public,
+            "upload_duration": round(time.monotonic() - started, 6),
         }
 
     def file_path(self, item: Mapping[str, Any]) -> Path:
@@ -223,13 +238,6 @@ class RunRunner:
         root = self.settings.output_dir if item.get("type", "output") == "output" else (
             self.settings.data_dir.resolve() / "temp")
         return root / item.get("subfolder", "") / item["filename"]
-
-    def _url(self, item: Mapping[str, Any], path: Path) -> str:
-        base = self.settings.output_url_base
-        if not base:
-            return path.as_uri()
-        relative = "/".join(part for part in (item.get("subfolder", ""), item["filename"]) if part)
-        return f"{base.rstrip('/')}/{quote(relative)}"
 
 
 #: Record fields :func:`end_run` needs to tell the hooks.

@@ -10,6 +10,7 @@ from typing import Any
 
 from comfyq.errors import RunNotFound
 from comfyq.models import RunStatus, WorkflowRunModel
+from comfyq.storage import readable_outputs
 
 #: One compact encoder for every field: ``json.dumps`` with arguments builds a new one per call.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -57,7 +58,8 @@ def _seconds_between(start: float | None, end: float | None) -> float | None:
 
 
 def run_model(record: dict[str, Any]) -> WorkflowRunModel:
-    """A stored record as ComfyDeploy's ``WorkflowRunModel``."""
+    """A stored record as ComfyDeploy's ``WorkflowRunModel``, its outputs' URLs readable from
+    any host (``s3://`` addresses signed now)."""
     times = {name: record.get(name) for name in
              ("created_at", "updated_at", "queued_at", "started_at", "ended_at")}
     return WorkflowRunModel(
@@ -69,7 +71,7 @@ def run_model(record: dict[str, Any]) -> WorkflowRunModel:
         progress=record.get("progress") or 0.0,
         attempts=record.get("attempts") or 0,
         webhook_attempts=record.get("webhook_attempts") or [],
-        outputs=record.get("outputs") or [],
+        outputs=readable_outputs(record.get("outputs") or []),
         **{name: _datetime(value) for name, value in times.items()},
         duration=_seconds_between(times["created_at"], times["ended_at"]),
         run_duration=_seconds_between(times["started_at"], times["ended_at"]),

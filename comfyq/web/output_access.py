@@ -45,8 +45,11 @@ class OutputItem:
     filename: str
     subfolder: str
     type: str
-    #: Where ``COMFYQ_OUTPUT_URL_BASE`` publishes the file; empty for ``file://`` outputs.
+    #: Where ``COMFYQ_OUTPUT_URL_BASE`` publishes the file, or its presigned URL in object
+    #: storage; empty for ``file://`` outputs.
     public_url: str = ""
+    #: ``s3://bucket/key`` of a file kept in object storage (``COMFYQ_STORAGE=s3``).
+    object_url: str = ""
 
     @property
     def is_image(self) -> bool:
@@ -68,7 +71,8 @@ def _output_item(index: int, node_id: str | None, kind: str, item: dict[str, Any
     url = str(item.get("url") or "")
     return OutputItem(index, node_id, kind, str(item["filename"]), str(item.get("subfolder") or ""),
                       str(item.get("type") or "output"),
-                      url if url.startswith(("https://", "http://")) else "")
+                      url if url.startswith(("https://", "http://")) else "",
+                      str(item.get("object_url") or ""))
 
 
 def output_values(outputs: Iterable[WorkflowRunOutputModel]) -> list[tuple[str | None, str, Any]]:

@@ -16,22 +16,33 @@ Token needed:
 - ``GET /ui/live/runs/{run_id}``: its live values and a revision that changes when anything
   else on its page does;
 - ``GET /ui/files/{run_id}/{index}``: the run's ``index``-th output file, from
-  ``COMFYQ_DATA_DIR/outputs/<run_id>/`` only (see :mod:`comfyq.web.output_access`).
+  ``COMFYQ_DATA_DIR/outputs/<run_id>/`` only (see :mod:`comfyq.web.output_access`), or from
+  object storage for a run whose worker uploaded it (the API reads it with its own credentials,
+  so the page needs no CORS rule on the bucket).
 """
 
 from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
+from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.concurrency import run_in_threadpool
 
 from comfyq.models import RunStatus, WorkflowRunModel
 from comfyq.runs.listing import RunSummary, list_runs
 from comfyq.runs.store import now
+from comfyq.storage import open_stored
 from comfyq.web.output_access import (
     OutputItem,
     OutputMissing,
@@ -210,25 +221,41 @@ async def run_live(run_id: RunId, request: Request) -> JSONResponse:
     return JSONResponse(body, headers=DATA_HEADERS)
 
 
-def _file_response(path: Path, item: OutputItem) -> FileResponse:
+def _file_kind(item: OutputItem) -> tuple[str, str]:
+    """``(media type, disposition)`` the file is served with."""
     if item.is_image:
-        media_type = mimetypes.guess_type(item.filename)[0] or "application/octet-stream"
-        disposition = "inline"
-    else:
-        # Anything else is only ever downloaded: an HTML or SVG output must not render here.
-        media_type, disposition = "application/octet-stream", "attachment"
+        return mimetypes.guess_type(item.filename)[0] or "application/octet-stream", "inline"
+    # Anything else is only ever downloaded: an HTML or SVG output must not render here.
+    return "application/octet-stream", "attachment"
+
+
+def _file_response(path: Path, item: OutputItem) -> FileResponse:
+    media_type, disposition = _file_kind(item)
     return FileResponse(path, media_type=media_type, filename=item.filename,
                         content_disposition_type=disposition, headers=FILE_HEADERS)
 
 
+async def _stored_response(item: OutputItem) -> StreamingResponse:
+    media_type, disposition = _file_kind(item)
+    try:
+        body = await run_in_threadpool(open_stored, item.object_url)
+    except KeyError:
+        raise HTTPException(404, f"{item.filename}: no longer in object storage") from None
+    headers = {**FILE_HEADERS, "content-disposition":
+               f"{disposition}; filename*=utf-8''{quote(item.filename)}"}
+    return StreamingResponse(body.iter_chunks(1 << 20), media_type=media_type, headers=headers)
+
+
 @router.get("/files/{run_id}/{index}")
-async def output_file(run_id: RunId, index: int, request: Request) -> FileResponse:
+async def output_file(run_id: RunId, index: int, request: Request) -> Response:
     run = await _follower(request).get(run_id)
     items = output_items(run.outputs)
     if not 0 <= index < len(items):
         raise HTTPException(404, f"run {run_id} has no output file number {index} "
                                  f"(it has {len(items)})")
     item = items[index]
+    if item.object_url:
+        return await _stored_response(item)
     try:
         path = output_path(context(request).settings.output_dir, run_id, item)
     except OutputRefused as error:

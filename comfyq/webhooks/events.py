@@ -15,6 +15,7 @@ import redis
 from comfyq.models import RunStatus
 from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
+from comfyq.storage import readable_outputs
 from comfyq.webhooks.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class WebhookEvents:
         body = {"run_id": run_id, "status": status.value,
                 **{name: record.get(name) for name in BODY_FIELDS}}
         body["progress"] = body["progress"] or 0.0
-        body["outputs"] = body["outputs"] or []
+        # Signed as the event is recorded: a receiver gets URLs it can open for their lifetime.
+        body["outputs"] = readable_outputs(body["outputs"] or [])
         event_id = record_event(self.client, run_id, record["webhook"], body,
                                 final=status.is_final, status_changed=status_changed,
                                 settings=self.settings)
