@@ -7,10 +7,15 @@ from typing import TYPE_CHECKING
 
 from comfyq.broker.names import CALLBACKS_QUEUE, DELIVER_WEBHOOK_TASK, EXECUTE_RUN_TASK, gpu_queue
 from comfyq.broker.redis_transport import RedisTransportView
+from comfyq.broker.run_messages import RunMessages
 from comfyq.settings import Settings
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
+
+#: URL schemes of kombu's plain Redis transport (one server, no Sentinel).
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 #: kombu's waits between publish retries: the first, the growth of each next one, the longest.
 PUBLISH_RETRY_INTERVALS = {"interval_start": 0.1, "interval_step": 0.5, "interval_max": 1.0}
@@ -61,6 +66,20 @@ class Broker:
                                   queue=gpu_queue(gpu_type), retry=True,
                                   retry_policy=self.retry_policy)
 
+    def shares_redis_with(self, client: redis.Redis) -> bool:
+        """Whether the broker is kombu's Redis transport on the same server and database as
+        ``client``, so a run's message can join a transaction of ``client``'s."""
+        return _redis_location(self.settings.effective_broker_url) == _client_location(client)
+
+    @functools.cached_property
+    def _run_messages(self) -> RunMessages:
+        return RunMessages(self.celery_app)
+
+    def run_message(self, run_id: str, gpu_type: str) -> tuple[str, str]:
+        """The Redis list and message text that put run ``run_id`` on its GPU type's queue, as
+        :meth:`publish_run` would push them (when :meth:`shares_redis_with` the records)."""
+        return self._run_messages.message(run_id, gpu_queue(gpu_type))
+
     def send_webhook_delivery(self, event_id: str) -> None:
         """Hand one delivery attempt of webhook event ``event_id`` to a callback worker."""
         self.celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=CALLBACKS_QUEUE)
@@ -89,3 +108,20 @@ class Broker:
     def held_run_ids(self, since: float) -> set[str]:
         """Run ids of messages a worker took after ``since`` and has not acknowledged."""
         return self.transport.held_run_ids(since)
+
+
+def _redis_location(url: str) -> tuple | None:
+    """Server and database of a Redis URL of kombu's plain Redis transport, else None."""
+    from redis.connection import parse_url
+
+    if url.split("://", 1)[0] not in REDIS_SCHEMES:
+        return None
+    options = parse_url(url)
+    return (options.get("host", "localhost"), int(options.get("port", 6379)),
+            options.get("path"), int(options.get("db", 0)))
+
+
+def _client_location(client: redis.Redis) -> tuple:
+    options = client.connection_pool.connection_kwargs
+    return (options.get("host", "localhost"), int(options.get("port", 6379)),
+            options.get("path"), int(options.get("db", 0)))

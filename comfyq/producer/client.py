@@ -6,9 +6,11 @@ client built from the ``COMFYQ_`` environment, so most code needs only ``import 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from comfyq.broker import Broker, gpu_queue
 from comfyq.deployments.registry import Deployments
 from comfyq.deployments.shapes import DeploymentRunRequest, parse_request
 from comfyq.errors import (
+    ComfyqError,
     DeploymentNotFound,
     FieldProblem,
     InvalidRunRequest,
@@ -45,6 +48,27 @@ from comfyq.webhooks.safety import UnsafeWebhookURL, check_webhook_url
 from comfyq.webhooks.settings import WebhookSettings, get_webhook_settings
 
 FINAL_STATUS_VALUES = frozenset(status.value for status in FINAL_STATUSES)
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A checked request about to be recorded: its run id, GPU type and first record fields;
+    ``announce`` when its webhook wants the queued status too."""
+
+    run_id: str
+    gpu_type: str
+    fields: dict[str, Any]
+    announce: bool
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """One request's answer in :meth:`Client.submit_many`: its run id, or why it was refused
+    (:class:`InvalidRunRequest`, :class:`UnknownGpuType`, :class:`PromptValidationError` or
+    :class:`SubmitFailed`)."""
+
+    run_id: str | None
+    error: ComfyqError | None = None
 
 
 @dataclass(frozen=True)
@@ -126,35 +150,114 @@ class Client:
             "deployment_id": deployment.id, "deployment_version": deployment.version,
             "workflow_version_id": deployment.workflow_version_id})
 
+    def submit_many(self, requests: Sequence[WorkflowRunRequest | dict[str, Any] | str | bytes],
+                    ) -> list[SubmitOutcome]:
+        """Validate, record and enqueue many runs at once; one answer per request, in order.
+
+        Each request is checked on its own: a bad one gets its error and the others are queued
+        all the same. The valid ones are recorded and enqueued together, in one round trip to
+        Redis when Redis is also the broker.
+        """
+        outcomes: list[SubmitOutcome | None] = [None] * len(requests)
+        new_runs: list[tuple[int, NewRun]] = []
+        for index, request in enumerate(requests):
+            try:
+                new_runs.append((index, self._new_run(parse_run_request(
+                    request, self.deployed_workflow))))
+            except ComfyqError as error:
+                outcomes[index] = SubmitOutcome(None, error)
+        errors = self._record_and_publish([run for _, run in new_runs])
+        for (index, run), error in zip(new_runs, errors, strict=True):
+            outcomes[index] = SubmitOutcome(None if error else run.run_id, error)
+        return outcomes
+
     def _enqueue(self, request: WorkflowRunRequest, idempotency_key: str | None,
                  deployment_fields: dict[str, Any] | None = None) -> str:
         """Check, record and publish a parsed request; ``deployment_fields`` join its record."""
+        run = self._new_run(request, deployment_fields)
+        if idempotency_key is not None:
+            first = self._claim_idempotency_key(idempotency_key, run.run_id)
+            if first is not None:
+                return first
+        error, = self._record_and_publish([run])
+        if error is not None:
+            if idempotency_key is not None:
+                self.redis.delete(keys.idempotency(idempotency_key))
+            raise error
+        return run.run_id
+
+    def _new_run(self, request: WorkflowRunRequest,
+                 deployment_fields: dict[str, Any] | None = None) -> NewRun:
+        """A checked request's run: a fresh id, its GPU type and its first record fields."""
         gpu_type = resolve_gpu(request, self.settings)
         check_run_graph(self.redis, self.settings, request, gpu_type)
         if request.webhook:
             self._check_webhook(request.webhook)
         run_id = str(uuid.uuid4())
-        if idempotency_key is not None:
-            first = self._claim_idempotency_key(idempotency_key, run_id)
-            if first is not None:
-                return first
-        pipeline = self.redis.pipeline(transaction=True)
         fields = {**self._initial_fields(run_id, request, gpu_type), **(deployment_fields or {})}
-        self.store.create(run_id, RunStatus.QUEUED, fields, pipeline)
+        return NewRun(run_id, gpu_type, fields,
+                      bool(request.webhook and request.webhook_intermediate_status))
+
+    @functools.cached_property
+    def _publishes_with_records(self) -> bool:
+        return self.broker.shares_redis_with(self.redis)
+
+    def _record_and_publish(self, runs: Sequence[NewRun]) -> list[SubmitFailed | None]:
+        """Record ``runs`` as queued and put each on its queue; the error of each (None: done).
+
+        When Redis is also the broker, every record and message go in one transaction, so a
+        crash leaves none of them or all. Otherwise the records are written first and a run
+        whose publish fails is deleted again, so it is never left queued with no message.
+        """
+        if not runs:
+            return []
+        inline = self._publishes_with_records
+        pipeline = self.redis.pipeline(transaction=True)
+        self.store.create_many(RunStatus.QUEUED, [(run.run_id, run.fields) for run in runs],
+                               pipeline)
+        if inline:
+            try:
+                messages = self._messages(runs)
+            except Exception as error:
+                queues = ", ".join(sorted({gpu_queue(run.gpu_type) for run in runs}))
+                return [SubmitFailed(f"could not enqueue run on {queues}: {error}")] * len(runs)
+            for list_name, texts in messages.items():
+                # Each LPUSH value goes to the head in turn: the first run is taken first.
+                pipeline.lpush(list_name, *texts)
         try:
             pipeline.execute()
         except redis.RedisError as error:
-            raise SubmitFailed(f"could not record the run in Redis: {error}") from error
+            # A transaction is not rolled back when one of its commands fails: take back what
+            # it may have written, so a refused submit leaves no run behind.
+            self._delete_quietly(runs)
+            return [SubmitFailed(f"could not record the run in Redis: {error}")] * len(runs)
+        errors = [None if inline else self._publish(run) for run in runs]
+        for run, error in zip(runs, errors, strict=True):
+            if run.announce and error is None:
+                self.hooks.changed(run.run_id, True)
+        return errors
+
+    def _messages(self, runs: Sequence[NewRun]) -> dict[str, list[str]]:
+        """The broker messages of ``runs``, by the Redis list each goes on, in order."""
+        messages: dict[str, list[str]] = {}
+        for run in runs:
+            list_name, message = self.broker.run_message(run.run_id, run.gpu_type)
+            messages.setdefault(list_name, []).append(message)
+        return messages
+
+    def _delete_quietly(self, runs: Sequence[NewRun]) -> None:
+        for run in runs:
+            with contextlib.suppress(redis.RedisError):
+                self.store.delete(run.run_id)
+
+    def _publish(self, run: NewRun) -> SubmitFailed | None:
+        """Publish a recorded run through Celery; on failure delete its record again."""
         try:
-            self.broker.publish_run(run_id, gpu_type)
+            self.broker.publish_run(run.run_id, run.gpu_type)
         except Exception as error:
-            self.store.delete(run_id)
-            if idempotency_key is not None:
-                self.redis.delete(keys.idempotency(idempotency_key))
-            raise SubmitFailed(f"could not enqueue run on {gpu_queue(gpu_type)}: {error}") from error
-        if request.webhook and request.webhook_intermediate_status:
-            self.hooks.changed(run_id, True)
-        return run_id
+            self.store.delete(run.run_id)
+            return SubmitFailed(f"could not enqueue run on {gpu_queue(run.gpu_type)}: {error}")
+        return None
 
     def deploy_workflow(self, workflow_id: str, graph: dict[str, Any]) -> dict[str, Any]:
         """Keep ``graph`` as the latest version of the workflow ``workflow_id``: requests that

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +22,23 @@ def encode_fields(fields: Mapping[str, Any]) -> list[str]:
     flat: list[str] = []
     for name, value in fields.items():
         flat.append(name)
-        flat.append(_encode_json(value))
+        flat.append(encode_value(value))
     return flat
+
+
+def encode_value(value: Any) -> str:
+    """One field's JSON text; the plain values most fields hold skip the encoder's set-up,
+    which costs more than encoding them (every submit writes about twenty fields)."""
+    kind = type(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _encode_json(value)
 
 
 def decode_value(value: str | None) -> Any:

@@ -11,6 +11,7 @@ the run's pub/sub channel, which is what ``wait`` listens to. Times come from th
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,18 +67,30 @@ class RunStore:
     def create(self, run_id: str, status: RunStatus, fields: Mapping[str, Any],
                pipeline: redis.client.Pipeline | None = None) -> None:
         """Write a new record (in ``pipeline`` when given, so the caller can batch it)."""
+        self.create_many(status, [(run_id, fields)], pipeline)
+
+    def create_many(self, status: RunStatus, runs: Sequence[tuple[str, Mapping[str, Any]]],
+                    pipeline: redis.client.Pipeline | None = None) -> None:
+        """Write new records of ``status`` (run id, fields), with one write per index for all."""
         target = pipeline if pipeline is not None else self.client
-        created = fields.get("created_at", self.clock())
-        target.hset(
-            keys.run(run_id),
-            mapping={"status": status.value, "rank": str(status.rank)}
-            | dict(zip(*[iter(encode_fields(fields))] * 2)),
-        )
-        target.zadd(keys.RUNS_INDEX, {run_id: created})
+        created_at: dict[str, float] = {}
+        submitted: Counter[str] = Counter()
+        for run_id, fields in runs:
+            target.hset(
+                keys.run(run_id),
+                mapping={"status": status.value, "rank": str(status.rank)}
+                | dict(zip(*[iter(encode_fields(fields))] * 2)),
+            )
+            created_at[run_id] = fields.get("created_at", self.clock())
+            submitted[fields.get("gpu") or "unknown"] += 1
+        if not created_at:
+            return
+        target.zadd(keys.RUNS_INDEX, created_at)
         # Counted here as the scripts count the later changes (comfyq.metrics reads them).
-        target.hincrby(keys.RUN_METRICS, f"submitted|{fields.get('gpu') or 'unknown'}", 1)
+        for gpu, count in submitted.items():
+            target.hincrby(keys.RUN_METRICS, f"submitted|{gpu}", count)
         if status == RunStatus.QUEUED:
-            target.zadd(keys.QUEUED_RUNS, {run_id: created})
+            target.zadd(keys.QUEUED_RUNS, created_at)
 
     def delete(self, run_id: str) -> None:
         """Remove a record entirely (used when a submit could not be enqueued)."""
