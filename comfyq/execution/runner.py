@@ -180,6 +180,9 @@ class RunRunner:
             if lease is not None:
                 lease.released = True
             return status
+        logger.warning("run %s: ending it %s was refused: this worker no longer holds its lease "
+                       "(another worker took the run over) or the run already ended", run_id,
+                       status.value)
         return self.store.status(run_id)
 
     def _context(self, active: ActiveRun) -> RunContext:
