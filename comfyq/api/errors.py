@@ -88,14 +88,29 @@ def _input_misfit(_: Request, error: ExternalInputError) -> JSONResponse:
     return validation_response([FieldProblem(error.field, error.problem)], kind="input_misfit")
 
 
+#: Each error comfyq answers, and how (the most specific class first).
+ERROR_ANSWERS = (
+    (DeploymentNotFound, _unknown_deployment),
+    (InvalidRunRequest, _invalid_request),
+    (UnknownGpuType, _unknown_gpu),
+    (RunNotFound, _not_found),
+    (SubmitFailed, _unavailable),
+    (redis.ConnectionError, _unavailable),
+    (redis.TimeoutError, _unavailable),
+    (PromptValidationError, _prompt_invalid),
+    (ExternalInputError, _input_misfit),
+)
+
+
+def error_answer(request: Request | None, error: Exception) -> JSONResponse:
+    """The answer to ``error`` (one of :data:`ERROR_ANSWERS`'), as its handler gives it."""
+    for kind, answer in ERROR_ANSWERS:
+        if isinstance(error, kind):
+            return answer(request, error)
+    raise error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer comfyq's errors with their status codes and bodies (see the module docstring)."""
-    app.add_exception_handler(InvalidRunRequest, _invalid_request)
-    app.add_exception_handler(UnknownGpuType, _unknown_gpu)
-    app.add_exception_handler(RunNotFound, _not_found)
-    app.add_exception_handler(DeploymentNotFound, _unknown_deployment)
-    app.add_exception_handler(SubmitFailed, _unavailable)
-    app.add_exception_handler(redis.ConnectionError, _unavailable)
-    app.add_exception_handler(redis.TimeoutError, _unavailable)
-    app.add_exception_handler(PromptValidationError, _prompt_invalid)
-    app.add_exception_handler(ExternalInputError, _input_misfit)
+    for kind, answer in ERROR_ANSWERS:
+        app.add_exception_handler(kind, answer)

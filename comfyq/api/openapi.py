@@ -19,14 +19,15 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from comfyq.api.schemas import StreamEvent
+from comfyq.api.schemas import BatchRunRequest, StreamEvent
 from comfyq.deployments.shapes import DeploymentCreate, DeploymentRunRequest
 from comfyq.models import WorkflowRunRequest
 from comfyq.settings import Settings
 
 #: Models referenced as ``#/components/schemas/<name>`` by the routes.
 REFERENCED_MODELS: tuple[type[BaseModel], ...] = (WorkflowRunRequest, StreamEvent,
-                                                  DeploymentRunRequest, DeploymentCreate)
+                                                  DeploymentRunRequest, DeploymentCreate,
+                                                  BatchRunRequest)
 
 
 def referenced_schemas() -> dict[str, Any]:

@@ -9,6 +9,7 @@ in the threadpool; reading and following runs use redis.asyncio on the event loo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from comfyq.api import schemas
+from comfyq.api.errors import error_answer
 from comfyq.api.sse import EVENT_STREAM, KEEPALIVE_SECONDS, run_events
+from comfyq.errors import FieldProblem, InvalidRunRequest
 from comfyq.models import RunStatus, WorkflowRunOutputModel
-from comfyq.producer.client import Client
+from comfyq.producer.client import Client, SubmitOutcome
 from comfyq.request_json import load_request_json
 from comfyq.runs.follow import RunFollower
 from comfyq.settings import Settings
@@ -117,6 +120,49 @@ async def queue_run(request: Request) -> Response:
     run's id and queues nothing new.
     """
     return queue_answer(await _submit(request))
+
+
+#: Most run requests one batch may carry.
+MAX_BATCH_RUNS = 1000
+
+
+@router.post("/run/workflow/queue/batch", response_model=schemas.BatchRunResponse,
+             responses={code: SUBMIT_ERRORS[code] for code in (401, 413, 422, 503)},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/BatchRunRequest"}}}}},
+             summary="Queue many workflow runs (comfyq's own)")
+async def queue_runs(request: Request) -> Response:
+    """Validate, record and queue up to 1,000 runs in one call: ``{"runs": [request, ...]}``.
+
+    Each request is answered on its own, in order, with its run id or with the status and body
+    ``POST /run/workflow/queue`` would have answered it; the valid ones are queued even when
+    others are refused. Not part of ComfyDeploy's API.
+    """
+    batch = json_body(await request.body())
+    problems = batch_problems(batch)
+    if problems:
+        raise InvalidRunRequest(problems, "batch")
+    outcomes = await run_in_threadpool(context(request).client.submit_many, batch["runs"])
+    return JSONResponse({"runs": [batch_answer(request, outcome) for outcome in outcomes]})
+
+
+def batch_problems(batch: Any) -> list[FieldProblem]:
+    if not isinstance(batch, dict) or set(batch) != {"runs"}:
+        return [FieldProblem("request", 'must be an object with one field, "runs"')]
+    if not isinstance(batch["runs"], list):
+        return [FieldProblem("runs", "must be a list of run requests")]
+    if len(batch["runs"]) > MAX_BATCH_RUNS:
+        return [FieldProblem("runs", f"holds {len(batch['runs'])} requests; the most one batch "
+                                     f"may hold is {MAX_BATCH_RUNS}")]
+    return [FieldProblem(f"runs.{index}", "must be an object (a run request)")
+            for index, run in enumerate(batch["runs"]) if not isinstance(run, dict)]
+
+
+def batch_answer(request: Request, outcome: SubmitOutcome) -> dict[str, Any]:
+    if outcome.error is None:
+        return {"run_id": outcome.run_id, "status": 200, "error": None}
+    answer = error_answer(request, outcome.error)
+    return {"run_id": None, "status": answer.status_code, "error": json.loads(answer.body)}
 
 
 @router.post("/run/workflow/sync", response_model=list[WorkflowRunOutputModel],

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from comfyq.models import RunStatus, WorkflowRunModel, WorkflowRunOutputModel
 
@@ -47,6 +47,32 @@ class RunModel(WorkflowRunModel):
         fields = run.model_dump()
         fields["number"] = run.number or 0
         return cls(**fields, cold_start_duration_total=run.cold_start_duration)
+
+
+class BatchRunRequest(BaseModel):
+    """``POST /run/workflow/queue/batch`` (comfyq's own): many run requests at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runs: list[dict[str, Any]] = Field(
+        description="Run requests, each a WorkflowRunRequest as the body of "
+                    "``POST /run/workflow/queue`` takes it, checked and answered on its own.",
+        max_length=1000)
+
+
+class BatchRunAnswer(BaseModel):
+    """One request's answer in a batch: its run id, or the status code and body the single
+    endpoint would have answered it with."""
+
+    run_id: str | None = None
+    status: int = Field(200, description="The HTTP status the request alone would have got.")
+    error: dict[str, Any] | None = Field(None, description="That answer's body, when not 200.")
+
+
+class BatchRunResponse(BaseModel):
+    """The answer of each request of a batch, in order."""
+
+    runs: list[BatchRunAnswer]
 
 
 class CancelResponse(BaseModel):

@@ -193,6 +193,37 @@ def test_same_idempotency_key_queues_one_run(api, redis_client):
     assert run_count(redis_client) == before + 1
 
 
+def test_a_batch_answers_each_request_as_the_single_endpoint_would(api, client, redis_client):
+    good = request(inputs={"prefix": "batched"})
+    bad_field = {**request(), "webhook_intermediate_status": "yes"}
+    unknown_gpu = request(gpu="NO-SUCH-GPU")
+    before = run_count(redis_client)
+    answer = api.call("POST", "/run/workflow/queue/batch",
+                      json={"runs": [good, bad_field, unknown_gpu, good]})
+    assert answer.status_code == 200, answer.text
+    first, refused, no_gpu, last = answer.json()["runs"]
+
+    alone = api.call("POST", "/run/workflow/queue", json=bad_field)
+    assert refused == {"run_id": None, "status": 422, "error": alone.json()}
+    assert no_gpu["status"] == 422 and no_gpu["error"]["detail"][0]["field"] == "gpu"
+    assert run_count(redis_client) == before + 2
+    for queued in (first, last):
+        assert queued["status"] == 200 and queued["error"] is None
+        assert client.wait(queued["run_id"], 60).status == RunStatus.SUCCESS
+
+
+@pytest.mark.parametrize("body,field", [
+    ([request()], "request"), ({"runs": request()}, "runs"), ({"runs": [], "x": 1}, "request"),
+    ({"runs": [request(), 7]}, "runs.1"),
+    ({"runs": [{}] * 1001}, "runs")])
+def test_a_malformed_batch_is_422_and_queues_nothing(api, redis_client, body, field):
+    before = run_count(redis_client)
+    answer = api.call("POST", "/run/workflow/queue/batch", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["field"] == field
+    assert run_count(redis_client) == before
+
+
 def test_cancel_queued_and_running_runs(api, client):
     with GatedImageServer() as gate:
         busy = api.call("POST", "/run/workflow/queue", json=request(

@@ -44,7 +44,8 @@ from tests.paths import OBJECT_INFO
 TOKEN = "fuzz-token"
 #: Examples per endpoint and generation mode: enough to reach each refusal, quick to run.
 MAX_EXAMPLES = 25
-RUN_OPERATIONS = [("POST", "/api/run/workflow/queue"), ("POST", "/api/run/workflow/sync"),
+RUN_OPERATIONS = [("POST", "/api/run/workflow/queue"), ("POST", "/api/run/workflow/queue/batch"),
+                  ("POST", "/api/run/workflow/sync"),
                   ("POST", "/api/run/workflow/stream"), ("GET", "/api/run/{run_id}"),
                   ("POST", "/api/run/{run_id}/cancel")]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
