@@ -95,7 +95,7 @@ class Deployment:
 
         client = Client(self.settings, redis_client=self.records)
         if not publish:
-            client.broker.publish_run = lambda run_id, gpu_type: None
+            client.broker.publish_run = lambda run_id, gpu_type, priority=0: None
         return client
 
 

@@ -100,6 +100,17 @@ class ApiNode(TypedDict):
     _meta: NotRequired[dict[str, Any]]
 
 
+#: The highest priority a run may ask for; runs ask for none (0, the lowest) by default.
+MAX_RUN_PRIORITY = 9
+DEFAULT_RUN_PRIORITY = 0
+#: A run's priority, beside ComfyDeploy's fields: taken before waiting runs of a lower one.
+RunPriority = Annotated[StrictInt, Field(
+    ge=DEFAULT_RUN_PRIORITY, le=MAX_RUN_PRIORITY,
+    description=f"comfyq's own: {DEFAULT_RUN_PRIORITY} (the default) to {MAX_RUN_PRIORITY}; a "
+                "worker takes a waiting run of a higher priority first, runs of one priority "
+                "in the order they were submitted.")]
+
+
 class WorkflowRunRequest(BaseModel):
     """ComfyDeploy's ``WorkflowRunRequest``: what application code submits.
 
@@ -117,6 +128,7 @@ class WorkflowRunRequest(BaseModel):
     gpu: GPU | None = Field(None, description="Overrides the machine's default GPU.")
     workflow: dict[str, Any] | None = None
     machine_id: StrictStr | None = None
+    priority: RunPriority | None = None
 
 
 def graph_problems(workflow: dict[str, Any]) -> list[FieldProblem]:

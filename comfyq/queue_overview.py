@@ -9,6 +9,10 @@ takes and drops it. Telling them apart needs each message's run record, so the d
 for the oldest ``SCAN_WINDOW`` messages of a queue; beyond them, every message counts (a
 longer queue costs no more to read).
 
+On RabbitMQ, where looking at a queue's messages means taking them for a moment, the waiting runs
+come from comfyq's own index of queued runs instead (``RunIndexes.queued_first``): exact for the
+``SCAN_WINDOW`` runs that waited longest, the broker's count of ready messages beyond them.
+
 Workers come from their presence keys (``comfyq.worker_presence``); the run a worker executes
 is the member of ``ACTIVE_RUNS`` whose record names it in its ``worker`` field.
 """
@@ -62,6 +66,29 @@ def waiting_runs(broker: Broker, store: RunStore, gpu_type: str,
         return Waiting(messages - stale, None)
     queued_at = queued_times[oldest]
     return Waiting(messages - stale, WaitingRun(oldest, queued_at, round(moment - queued_at, 3)))
+
+
+def queued_by_gpu(store: RunStore) -> tuple[dict[str, dict[str, float]], bool]:
+    """GPU type -> {run id: queued at} of the runs still queued among the ``SCAN_WINDOW``
+    that have waited longest (from the index, not the broker), and whether the window held all."""
+    candidates = store.indexes.queued_first(SCAN_WINDOW)
+    seen = store.fields_of(candidates, ("gpu", "queued_at"))
+    by_gpu: dict[str, dict[str, float]] = {}
+    for run_id, record in seen.items():
+        if record and record["status"] == RunStatus.QUEUED.value and record["gpu"]:
+            by_gpu.setdefault(record["gpu"], {})[run_id] = record["queued_at"] or 0.0
+    return by_gpu, len(candidates) < SCAN_WINDOW
+
+
+def indexed_waiting(broker: Broker, queued: dict[str, float], complete: bool, gpu_type: str,
+                    moment: float) -> Waiting:
+    """Like :func:`waiting_runs`, from the queued runs of ``queued_by_gpu``; the depth is the
+    broker's count of ready messages when the window did not hold every queued run."""
+    depth = len(queued) if complete else max(len(queued), broker.queue_depth(gpu_type))
+    oldest = min(queued, key=queued.__getitem__, default=None)
+    if oldest is None:
+        return Waiting(depth, None)
+    return Waiting(depth, WaitingRun(oldest, queued[oldest], round(moment - queued[oldest], 3)))
 
 
 def current_runs(store: RunStore) -> dict[str, str]:
@@ -120,10 +147,15 @@ def queue_states(records: redis.Redis, broker: Broker, gpu_types: Iterable[str],
     store = RunStore(records)
     workers = online_workers(records)
     executing = current_runs(store)
+    indexed = queued_by_gpu(store) if broker.lists_by_taking else None
     states = []
     for gpu_type in _gpu_types(gpu_types, workers):
         serving = [_worker_state(w, executing) for w in workers if w.get("gpu_type") == gpu_type]
-        waiting = waiting_runs(broker, store, gpu_type, moment)
+        if indexed is None:
+            waiting = waiting_runs(broker, store, gpu_type, moment)
+        else:
+            by_gpu, complete = indexed
+            waiting = indexed_waiting(broker, by_gpu.get(gpu_type, {}), complete, gpu_type, moment)
         states.append(QueueState(gpu_type, gpu_queue(gpu_type), waiting.depth, waiting.oldest,
                                  serving))
     return states

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from comfyq.broker import Broker
+from comfyq.broker.priorities import DEFAULT_PRIORITY
 from comfyq.execution.runner import worker_lost_error
 from comfyq.models import RunStatus
 from comfyq.run_status import EXECUTING
@@ -34,7 +35,8 @@ from comfyq.storage import output_storage
 logger = logging.getLogger(__name__)
 
 
-Publish = Callable[[str, str], None]
+#: ``Broker.publish_run``: run id, GPU type, priority.
+Publish = Callable[[str, str, int], None]
 
 
 def reap_runs(store: RunStore, settings: Settings, publish: Publish, hooks: RunHooks) -> int:
@@ -47,7 +49,7 @@ def _reap_executing(store: RunStore, settings: Settings, publish: Publish,
                     hooks: RunHooks) -> int:
     active = store.indexes.active()
     view = store.executing_view(active, ("started_at", "max_run_seconds", "attempts", "gpu",
-                                         "worker"))
+                                         "worker", "priority"))
     acted = 0
     for run_id, seen in view.items():
         if seen is None:
@@ -97,7 +99,7 @@ def _recover_dead_worker(store: RunStore, settings: Settings, run_id: str, recor
         "queued_at": store.clock(), "live_status": f"Re-queued: {worker} stopped answering",
         "progress": 0.0}, force=True, only_from=EXECUTING)
     if moved:
-        publish(run_id, record["gpu"])
+        publish(run_id, record["gpu"], record.get("priority") or DEFAULT_PRIORITY)
         logger.warning("run %s re-queued after %s stopped answering (attempt %d of %d)",
                        run_id, worker, attempts, settings.max_attempts)
         hooks.changed(run_id, True)
@@ -126,8 +128,10 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
 
     A worker takes one message at a time (prefetch 1, late acks) and claims it at once, so a
     run still ``queued`` whose message a worker took before the cutoff was abandoned: its
-    worker died between taking the message and claiming the run. That message only comes back
-    after the visibility timeout, so the run is treated as lost.
+    worker died between taking the message and claiming the run. On Redis that message only
+    comes back after the visibility timeout, so the run is treated as lost; RabbitMQ gives it
+    back to the queue when the worker's connection closes, where this finds it. A run re-published
+    while its message was on its way to a worker has two messages; the second is dropped.
     """
     cutoff = store.clock() - settings.lost_message_seconds
     suspects = store.indexes.queued(until=cutoff)
@@ -141,7 +145,7 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
         if run_id in present:
             continue
         try:
-            record = store.get_fields(run_id, ("gpu",))
+            record = store.get_fields(run_id, ("gpu", "priority"))
         except KeyError:
             continue
         if record["status"] == RunStatus.QUEUED.value:
@@ -149,7 +153,7 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
             moment = store.clock()
             store.move(run_id, None, {"queued_at": moment})
             store.indexes.queued_again(run_id, moment)
-            broker.publish_run(run_id, record["gpu"])
+            broker.publish_run(run_id, record["gpu"], record.get("priority") or DEFAULT_PRIORITY)
             republished += 1
     return republished
 

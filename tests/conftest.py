@@ -85,3 +85,22 @@ def fresh_redis(fresh_redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """The ``amqp://`` URL of a vhost of this test's own on the machine's RabbitMQ, deleted with
+    everything in it afterwards; the test skips, saying why, where no RabbitMQ answers."""
+    from tests.rabbitmq import fresh_vhost, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with fresh_vhost() as url:
+        yield url
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str | None:
+    """Each broker in turn: None (the records' Redis is the broker), then RabbitMQ."""
+    return None if request.param == "redis" else request.getfixturevalue("rabbitmq_url")

@@ -6,13 +6,17 @@ import functools
 from typing import TYPE_CHECKING
 
 from comfyq.broker.names import CALLBACKS_QUEUE, DELIVER_WEBHOOK_TASK, EXECUTE_RUN_TASK, gpu_queue
-from comfyq.broker.redis_transport import RedisTransportView
+from comfyq.broker.priorities import DEFAULT_PRIORITY, message_priority
 from comfyq.broker.run_messages import RunMessages
+from comfyq.broker.transports import is_amqp, transport_view
 from comfyq.settings import Settings
 
 if TYPE_CHECKING:
     import redis
     from celery import Celery
+
+    from comfyq.broker.amqp_transport import AmqpTransportView
+    from comfyq.broker.redis_transport import RedisTransportView
 
 #: URL schemes of kombu's plain Redis transport (one server, no Sentinel).
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -37,7 +41,7 @@ class Broker:
 
     :param settings: where the broker is (``effective_broker_url``) and which queues exist.
     :param celery_app: the app to publish with; a publish-only app of ``settings`` by default.
-    :param timeout: seconds a look at the broker's Redis may take (None: no limit).
+    :param timeout: seconds a look at the broker may take (None: no limit).
     """
 
     def __init__(self, settings: Settings, celery_app: Celery | None = None, *,
@@ -56,15 +60,22 @@ class Broker:
 
         return publisher_app(self.settings)
 
-    def publish_run(self, run_id: str, gpu_type: str) -> None:
-        """Put run ``run_id`` on its GPU type's queue (again, when the reaper re-queues it).
+    @functools.cached_property
+    def is_amqp(self) -> bool:
+        """Whether the broker is RabbitMQ (AMQP) rather than Redis."""
+        return is_amqp(self.settings.effective_broker_url)
+
+    def publish_run(self, run_id: str, gpu_type: str, priority: int = DEFAULT_PRIORITY) -> None:
+        """Put run ``run_id`` on its GPU type's queue (again, when the reaper re-queues it),
+        ahead of the waiting runs of a lower ``priority``.
 
         The task id is the run id, so Flower shows runs by their id; a duplicate message is
         harmless, since a worker claims a run only once at a time and never after it is final.
         """
         self.celery_app.send_task(EXECUTE_RUN_TASK, args=[run_id], task_id=run_id,
                                   queue=gpu_queue(gpu_type), retry=True,
-                                  retry_policy=self.retry_policy)
+                                  retry_policy=self.retry_policy,
+                                  priority=message_priority(priority, self.is_amqp))
 
     def shares_redis_with(self, client: redis.Redis) -> bool:
         """Whether the broker is kombu's Redis transport on the same server and database as
@@ -75,22 +86,27 @@ class Broker:
     def _run_messages(self) -> RunMessages:
         return RunMessages(self.celery_app)
 
-    def run_message(self, run_id: str, gpu_type: str) -> tuple[str, str]:
+    def run_message(self, run_id: str, gpu_type: str,
+                    priority: int = DEFAULT_PRIORITY) -> tuple[str, str]:
         """The Redis list and message text that put run ``run_id`` on its GPU type's queue, as
         :meth:`publish_run` would push them (when :meth:`shares_redis_with` the records)."""
-        return self._run_messages.message(run_id, gpu_queue(gpu_type))
+        return self._run_messages.message(run_id, gpu_queue(gpu_type),
+                                          message_priority(priority, amqp=False))
 
     def send_webhook_delivery(self, event_id: str) -> None:
         """Hand one delivery attempt of webhook event ``event_id`` to a callback worker."""
         self.celery_app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=CALLBACKS_QUEUE)
 
     @functools.cached_property
-    def transport(self) -> RedisTransportView:
+    def transport(self) -> AmqpTransportView | RedisTransportView:
         """What the broker holds: queue depths, waiting and unacknowledged messages."""
-        from comfyq.redis.connection import redis_client
+        return transport_view(self.settings.effective_broker_url, self.timeout)
 
-        return RedisTransportView(
-            redis_client(self.settings.effective_broker_url, timeout=self.timeout))
+    @property
+    def lists_by_taking(self) -> bool:
+        """Whether listing a queue's runs takes its messages for a moment (RabbitMQ), so that
+        frequent readers (``comfyq queues``, metrics) should list waiting runs another way."""
+        return self.transport.lists_by_taking
 
     def queue_depth(self, gpu_type: str) -> int:
         """Runs waiting in ``gpu_type``'s queue, taken by no worker yet."""
@@ -106,7 +122,8 @@ class Broker:
         return self.transport.waiting(gpu_queue(gpu_type), oldest)
 
     def held_run_ids(self, since: float) -> set[str]:
-        """Run ids of messages a worker took after ``since`` and has not acknowledged."""
+        """Run ids of messages a worker took after ``since`` and has not acknowledged, where the
+        broker could keep them from a worker that is gone (Redis; RabbitMQ gives them back)."""
         return self.transport.held_run_ids(since)
 
 

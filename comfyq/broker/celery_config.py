@@ -8,39 +8,64 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from comfyq.broker.names import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
+from comfyq.broker.priorities import MAX_PRIORITY
+from comfyq.broker.transports import is_amqp
 from comfyq.settings import Settings
 
 
-def declared_queue(name: str) -> Queue:
-    """Queue ``name`` on a direct exchange of its own, bound by its own name.
+def declared_queue(name: str, arguments: dict[str, Any] | None = None) -> Queue:
+    """Queue ``name`` on a direct exchange of its own, bound by its own name; durable, like its
+    exchange (kombu's default), so it and its persistent messages outlive a broker restart.
 
     Without an exchange, kombu binds every queue to the default one (the callbacks queue's, as
     ``task_default_queue``), which the worker banner then shows for each GPU queue too.
     """
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+    return Queue(name, Exchange(name, type="direct"), routing_key=name,
+                 queue_arguments=arguments)
+
+
+def gpu_queue_arguments(settings: Settings) -> dict[str, Any] | None:
+    """RabbitMQ arguments of a GPU queue: message priorities 0 to ``MAX_PRIORITY``.
+
+    Classic queues, not quorum ones: a quorum queue knows two priorities at most (none before
+    RabbitMQ 3.13), and RabbitMQ fixes a queue's arguments when it is first declared, so the
+    choice is made once, here. kombu's Redis transport takes no arguments.
+    """
+    return {"x-max-priority": MAX_PRIORITY} if is_amqp(settings.effective_broker_url) else None
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu's options for the broker's transport; each line says why."""
+    if is_amqp(settings.effective_broker_url):
+        # Publisher confirms: a submit returns only once RabbitMQ has the message (on disk,
+        # since messages are persistent and queues durable), so an accepted run is not lost.
+        return {"confirm_publish": True}
+    return {
+        # Redis redelivers unacked messages after this; it must outlast the longest run.
+        "visibility_timeout": max(1, int(settings.visibility_timeout_seconds)),
+        # Look for messages past their visibility timeout often enough for that timeout.
+        "unacked_restore_interval": max(1, min(10, int(settings.visibility_timeout_seconds / 4))),
+        "unacked_restore_throttle": 1,
+        # Retry a publish through short Redis hiccups instead of failing the submit.
+        "max_retries": 5,
+    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for long GPU runs; each line says why."""
-    names = [*(gpu_queue(gpu) for gpu in settings.gpu_types), CALLBACKS_QUEUE, MAINTENANCE_QUEUE]
-    queues = [declared_queue(name) for name in names]
+    gpu_arguments = gpu_queue_arguments(settings)
+    queues = [*(declared_queue(gpu_queue(gpu), gpu_arguments) for gpu in settings.gpu_types),
+              declared_queue(CALLBACKS_QUEUE), declared_queue(MAINTENANCE_QUEUE)]
     return {
         "broker_url": settings.effective_broker_url,
         # Ack after the run ends, so a run whose worker dies mid-way is delivered again.
         "task_acks_late": True,
         # A pool process killed mid-run (OOM, SIGKILL) puts its message back on the queue.
         "task_reject_on_worker_lost": True,
-        # Reserve one message at a time: a GPU worker never hoards runs another GPU could start.
+        # Reserve one message at a time: a GPU worker never hoards runs another GPU could start
+        # (on RabbitMQ: a prefetch count of 1 per GPU worker, whose pool has one process).
         "worker_prefetch_multiplier": 1,
-        # Redis redelivers unacked messages after this; it must outlast the longest run.
-        "broker_transport_options": {
-            "visibility_timeout": max(1, int(settings.visibility_timeout_seconds)),
-            # Look for messages past their visibility timeout often enough for that timeout.
-            "unacked_restore_interval": max(1, min(10, int(settings.visibility_timeout_seconds / 4))),
-            "unacked_restore_throttle": 1,
-            # Retry a publish through short Redis hiccups instead of failing the submit.
-            "max_retries": 5,
-        },
+        "broker_transport_options": transport_options(settings),
         # Task events on, so Flower sees every task as workers receive, start and finish it.
         "worker_send_task_events": True,
         # No task-sent events: each would be a second publish per submit (half the submit rate);

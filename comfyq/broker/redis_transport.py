@@ -30,6 +30,9 @@ class RedisTransportView:
     :param client: a client of the broker's Redis (``decode_responses=True``).
     """
 
+    #: Listing a queue's runs reads its lists and takes nothing.
+    lists_by_taking = False
+
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 

@@ -67,19 +67,21 @@ class RunMessages:
 
     def __init__(self, celery_app: Celery) -> None:
         self.celery_app = celery_app
-        self._templates: dict[str, RunMessageTemplate] = {}
+        self._templates: dict[tuple[str, int], RunMessageTemplate] = {}
         self._lock = threading.Lock()
 
-    def message(self, run_id: str, queue: str) -> tuple[str, str]:
-        """The Redis list and the message text that put run ``run_id`` on ``queue``."""
-        template = self._templates.get(queue)
+    def message(self, run_id: str, queue: str, priority: int) -> tuple[str, str]:
+        """The Redis list and the message text that put run ``run_id`` on ``queue`` with kombu's
+        message ``priority`` (which picks the list)."""
+        template = self._templates.get((queue, priority))
         if template is None:
             with self._lock:
-                template = self._templates.get(queue) or self._template(queue)
-                self._templates[queue] = template
+                template = self._templates.get((queue, priority)) or self._template(queue,
+                                                                                    priority)
+                self._templates[queue, priority] = template
         return template.list_name, template.message(run_id)
 
-    def _template(self, queue: str) -> RunMessageTemplate:
+    def _template(self, queue: str, priority: int) -> RunMessageTemplate:
         """Let Celery publish a run to ``queue`` and catch the message instead of pushing it."""
         template_id = str(uuid.uuid4())
         caught: list[tuple[str, dict[str, Any]]] = []
@@ -92,7 +94,7 @@ class RunMessages:
             channel._put = catch
             # Declares the queue in the broker, as a first send_task would.
             self.celery_app.send_task(EXECUTE_RUN_TASK, args=[template_id], task_id=template_id,
-                                      queue=queue, producer=Producer(channel))
+                                      queue=queue, producer=Producer(channel), priority=priority)
         (list_queue, message), = caught
         priority = channel._get_message_priority(message, reverse=False)
         return RunMessageTemplate(

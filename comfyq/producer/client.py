@@ -29,6 +29,7 @@ from comfyq.errors import (
     WaitTimeout,
 )
 from comfyq.models import (
+    DEFAULT_RUN_PRIORITY,
     FINAL_STATUSES,
     RunStatus,
     WorkflowRunModel,
@@ -241,7 +242,8 @@ class Client:
         """The broker messages of ``runs``, by the Redis list each goes on, in order."""
         messages: dict[str, list[str]] = {}
         for run in runs:
-            list_name, message = self.broker.run_message(run.run_id, run.gpu_type)
+            list_name, message = self.broker.run_message(run.run_id, run.gpu_type,
+                                                         run.fields["priority"])
             messages.setdefault(list_name, []).append(message)
         return messages
 
@@ -253,7 +255,7 @@ class Client:
     def _publish(self, run: NewRun) -> SubmitFailed | None:
         """Publish a recorded run through Celery; on failure delete its record again."""
         try:
-            self.broker.publish_run(run.run_id, run.gpu_type)
+            self.broker.publish_run(run.run_id, run.gpu_type, run.fields["priority"])
         except Exception as error:
             self.store.delete(run.run_id)
             return SubmitFailed(f"could not enqueue run on {gpu_queue(run.gpu_type)}: {error}")
@@ -309,6 +311,7 @@ class Client:
             "outputs": [],
             "attempts": 0,
             "max_run_seconds": self.settings.run_time_limit(gpu_type, request.machine_id),
+            "priority": request.priority or DEFAULT_RUN_PRIORITY,
         }
 
     # -- following ------------------------------------------------------------------------------

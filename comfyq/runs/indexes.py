@@ -37,6 +37,10 @@ class RunIndexes:
         return self.client.zrangebyscore(keys.QUEUED_RUNS, "-inf",
                                          "+inf" if until is None else until)
 
+    def queued_first(self, count: int) -> list[str]:
+        """The ``count`` runs that have waited in a queue longest, longest first."""
+        return self.client.zrange(keys.QUEUED_RUNS, 0, count - 1)
+
     def created(self, until: float) -> list[str]:
         """Runs created no later than ``until``, oldest first."""
         return self.client.zrangebyscore(keys.RUNS_INDEX, "-inf", until)

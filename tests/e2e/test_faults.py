@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -41,7 +42,8 @@ def slow_request(seconds: float, tag: str = "", **fields) -> dict:
     return {"workflow_id": "fault-test", "workflow_api_json": graph, "gpu": "A100", **fields}
 
 
-def fleet_env(url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
+def fleet_env(url: str, data_dir: Path, broker_url: str | None = None,
+              **overrides: str) -> dict[str, str]:
     env = {
         "COMFYQ_REDIS_URL": url,
         "COMFYQ_GPU_TYPES": "A100,T4",
@@ -53,13 +55,16 @@ def fleet_env(url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
         "COMFYQ_PROGRESS_INTERVAL_SECONDS": "0",
         "COMFYQ_WEBHOOK_ALLOW_LOOPBACK": "true",
     }
+    if broker_url:
+        env["COMFYQ_BROKER_URL"] = broker_url
     env.update(overrides)
     return env
 
 
 def client_for(env: dict[str, str], **overrides: Any) -> Client:
     settings = Settings(
-        redis_url=env["COMFYQ_REDIS_URL"], gpu_types=env["COMFYQ_GPU_TYPES"].split(","),
+        redis_url=env["COMFYQ_REDIS_URL"], broker_url=env.get("COMFYQ_BROKER_URL"),
+        gpu_types=env["COMFYQ_GPU_TYPES"].split(","),
         default_gpu="A100", data_dir=Path(env["COMFYQ_DATA_DIR"]),
         lease_ttl_seconds=float(env["COMFYQ_LEASE_TTL_SECONDS"]), **overrides)
     return Client(settings=settings,
@@ -215,14 +220,14 @@ class FleetKiller:
         return self.log.read_text(errors="replace")
 
 
-def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database, tmp_path,
-                                                                         record_counts):
+def test_sigkilled_workers_lose_no_run_and_never_run_one_twice_at_once(database, broker_url,
+                                                                         tmp_path, record_counts):
     # A worker killed after taking a message but before claiming its run leaves the message
     # unacked: the maintenance re-publishes such a run after COMFYQ_LOST_MESSAGE_SECONDS.
     # Leases of 3 s (heartbeat every second): short enough to recover quickly from the kills,
     # long enough that a live worker starved of CPU on this busy machine keeps its lease.
-    env = fleet_env(database, tmp_path, COMFYQ_MAX_ATTEMPTS="20", COMFYQ_LOST_MESSAGE_SECONDS="2",
-                    COMFYQ_LEASE_TTL_SECONDS="3")
+    env = fleet_env(database, tmp_path, broker_url, COMFYQ_MAX_ATTEMPTS="20",
+                    COMFYQ_LOST_MESSAGE_SECONDS="2", COMFYQ_LEASE_TTL_SECONDS="3")
     client = client_for(env)
     plain = redis.Redis.from_url(database, decode_responses=True)
     log = tmp_path / "fleet.log"
@@ -376,10 +381,48 @@ def test_run_longer_than_visibility_timeout_runs_once(database, tmp_path, record
     assert starts == 1 and run.attempts == 1
 
 
-def test_cancel_at_each_stage(database, tmp_path, record_counts):
+#: RabbitMQ's consumer_timeout in the long-run test: far shorter than the run.
+SHORT_CONSUMER_TIMEOUT_MS = 2000
+
+
+def test_run_longer_than_rabbitmq_consumer_timeout_ends_once(database, tmp_path, record_counts):
+    from comfyq.devtools.local_receiver import WebhookReceiver
+    from tests.rabbitmq import RabbitNode
+
+    if not shutil.which("rabbitmq-server"):
+        pytest.skip("rabbitmq-server is not installed (the test starts a node of its own, since "
+                    "consumer_timeout is a server-wide setting before RabbitMQ 3.12)")
+    log = tmp_path / "fleet.log"
+    with RabbitNode(SHORT_CONSUMER_TIMEOUT_MS) as node:
+        env = fleet_env(database, tmp_path, node.url)
+        client = client_for(env)
+        plain = redis.Redis.from_url(database, decode_responses=True)
+        with WebhookReceiver() as receiver, running_fleet(["A100"], env, log):
+            run_id = client.submit(slow_request(4 * SHORT_CONSUMER_TIMEOUT_MS / 1000,
+                                                webhook=receiver.url))
+            run = client.wait(run_id, timeout=60)
+            # The worker serves the next run as usual, and no copy of the long run's message
+            # is left to start it again.
+            after = client.wait(client.submit(slow_request(0.1)), timeout=60)
+            wait_until(lambda: run_id not in client.broker.waiting_run_ids("A100"), timeout=30)
+            receiver.wait_for(lambda ds: any(d.json()["run_id"] == run_id for d in ds), 20)
+            time.sleep(1)  # a second final webhook, if one were sent, would arrive by now
+            finals = [d for d in receiver.accepted() if d.json()["run_id"] == run_id]
+    starts = sum(1 for e in executions(plain, run_id) if e[0] == "start")
+    timeouts = log.read_text(errors="replace").count("delivery acknowledgement on channel")
+    record_counts(status=run.status.value, executions=starts, attempts=run.attempts,
+                  channel_timeouts=timeouts, final_webhooks=len(finals),
+                  next_run=after.status.value)
+    assert timeouts >= 1  # RabbitMQ did close the channel of the worker holding the run
+    assert run.status == RunStatus.SUCCESS and starts == 1 and run.attempts == 1
+    assert len(finals) == 1 and finals[0].json()["status"] == "success"
+    assert after.status == RunStatus.SUCCESS
+
+
+def test_cancel_at_each_stage(database, broker_url, tmp_path, record_counts):
     from comfyq.devtools.local_receiver import WebhookReceiver
 
-    env = fleet_env(database, tmp_path)
+    env = fleet_env(database, tmp_path, broker_url)
     client = client_for(env)
     plain = redis.Redis.from_url(database, decode_responses=True)
     outcomes = {}

@@ -12,6 +12,7 @@ import redis
 from comfyq import Client, InvalidRunRequest
 from comfyq.broker import CALLBACKS_QUEUE, gpu_queue
 from comfyq.broker.messages import message_run_ids
+from comfyq.broker.redis_transport import queue_lists
 from comfyq.redis import keys
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
@@ -34,7 +35,8 @@ def client_on(url: str, gpu: str, tmp_path, allow_loopback: bool) -> Client:
 
 def queued_run_ids(url: str, queue: str) -> list[str]:
     with redis.Redis.from_url(url, decode_responses=True) as plain:
-        return message_run_ids(plain.lrange(queue, 0, -1))
+        return [run_id for name in queue_lists(queue)
+                for run_id in message_run_ids(plain.lrange(name, 0, -1))]
 
 
 def test_two_clients_with_their_own_settings_side_by_side(two_databases, tmp_path) -> None:

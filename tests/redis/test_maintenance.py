@@ -14,7 +14,7 @@ import redis
 from comfyq import Client, RunStatus
 from comfyq.broker import gpu_queue
 from comfyq.broker.messages import message_run_ids
-from comfyq.broker.redis_transport import UNACKED_HASH, UNACKED_INDEX
+from comfyq.broker.redis_transport import UNACKED_HASH, UNACKED_INDEX, queue_lists
 from comfyq.models import FINAL_STATUSES
 from comfyq.redis import keys
 from comfyq.runs.hooks import RunHooks
@@ -39,15 +39,19 @@ def expire_now(plain: redis.Redis, key: str) -> None:
         time.sleep(0.005)
 
 
+#: kombu's Redis lists of the A100 queue, one per priority step.
+A100_LISTS = queue_lists(gpu_queue("A100"))
+
+
 def queued_ids(plain: redis.Redis) -> set[str]:
-    return set(message_run_ids(plain.lrange(gpu_queue("A100"), 0, -1)))
+    return {run_id for name in A100_LISTS for run_id in message_run_ids(plain.lrange(name, 0, -1))}
 
 
 def test_queued_run_whose_message_vanished_is_republished(make_client, plain, clock):
     client = make_client(lost_message_seconds=30)
     run_id = client.submit(request(gpu="A100"))
     kept = client.submit(request(gpu="A100"))
-    plain.delete(gpu_queue("A100"))  # the broker lost both messages...
+    plain.delete(*A100_LISTS)  # the broker lost both messages...
     client.broker.publish_run(kept, "A100")  # ...but one was published again meanwhile
     assert reaper.recover_lost_messages(client.store, client.settings, client.broker) == 0
     clock.advance(31)
@@ -84,12 +88,12 @@ def start_as_dead_worker(client: Client, plain: redis.Redis, run_id: str, attemp
 def test_run_of_a_dead_worker_is_requeued_then_failed_when_out_of_attempts(make_client, plain):
     client = make_client(max_attempts=2)
     run_id = client.submit(request(gpu="A100"))
-    plain.delete(gpu_queue("A100"))
+    plain.delete(*A100_LISTS)
     start_as_dead_worker(client, plain, run_id, attempts=1)
     published: list[tuple[str, str]] = []
     _, announce = announced()
     assert reaper.reap_runs(client.store, client.settings,
-                            lambda rid, gpu: published.append((rid, gpu)), announce) == 1
+                            lambda rid, gpu, priority: published.append((rid, gpu)), announce) == 1
     run = client.get_run(run_id)
     assert run.status == RunStatus.QUEUED and "gpu9@gone stopped answering" in run.live_status
     assert published == [(run_id, "A100")]
@@ -173,8 +177,9 @@ def test_queued_run_whose_message_a_dead_worker_took_is_republished(make_client,
     clock.advance(31)  # both runs have been queued for longer than lost_message_seconds
     # Two workers took one message each (as kombu records it), then one of them died.
     for run_id, taken in ((abandoned, clock() - 35), (fresh, clock())):
-        raw = next(m for m in plain.lrange(gpu_queue("A100"), 0, -1) if run_id in m)
-        plain.lrem(gpu_queue("A100"), 1, raw)
+        name, raw = next((name, m) for name in A100_LISTS for m in plain.lrange(name, 0, -1)
+                         if run_id in m)
+        plain.lrem(name, 1, raw)
         plain.hset(UNACKED_HASH, run_id + "-tag", f'[{raw}, "", "A100"]')
         plain.zadd(UNACKED_INDEX, {run_id + "-tag": taken})
     assert reaper.recover_lost_messages(client.store, client.settings, client.broker) == 1

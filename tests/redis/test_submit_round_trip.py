@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from comfyq.broker.names import EXECUTE_RUN_TASK, gpu_queue
-from comfyq.broker.redis_transport import RedisTransportView
+from comfyq.broker.priorities import DEFAULT_PRIORITY, message_priority
+from comfyq.broker.redis_transport import RedisTransportView, queue_lists
 from comfyq.errors import InvalidRunRequest, SubmitFailed, UnknownGpuType
 from comfyq.redis import keys
 from comfyq.settings import Settings
@@ -18,6 +19,9 @@ GRAPH = {"1": {"class_type": "EmptyImage",
                "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
 QUEUE = gpu_queue("A100")
+#: kombu's Redis lists of the queue, highest priority first; default-priority runs go on the last.
+QUEUE_LISTS = queue_lists(QUEUE)
+DEFAULT_LIST = QUEUE_LISTS[-1]
 
 
 def request(**changes):
@@ -26,14 +30,15 @@ def request(**changes):
 
 def queued_messages(client: redis.Redis) -> list[dict]:
     """The queue's messages, oldest (first to be taken) first."""
-    return [json.loads(raw) for raw in reversed(client.lrange(QUEUE, 0, -1))]
+    return [json.loads(raw) for name in QUEUE_LISTS for raw in reversed(client.lrange(name, 0, -1))]
 
 
 def test_the_message_is_the_one_send_task_pushes(make_client, fresh_redis):
     client = make_client()
     assert client._publishes_with_records
     run_id = client.submit(request())
-    client.celery_app.send_task(EXECUTE_RUN_TASK, args=[run_id], task_id=run_id, queue=QUEUE)
+    client.celery_app.send_task(EXECUTE_RUN_TASK, args=[run_id], task_id=run_id, queue=QUEUE,
+                                priority=message_priority(DEFAULT_PRIORITY, amqp=False))
 
     ours, celerys = queued_messages(fresh_redis)
     for message in (ours, celerys):
@@ -73,8 +78,8 @@ def test_a_failed_transaction_leaves_no_run(make_client, fresh_redis):
     first = client.submit(request())
     # A queue key of the wrong type makes the LPUSH inside the transaction fail, after the
     # record's own commands were applied: the submit must take those back.
-    fresh_redis.delete(QUEUE)
-    fresh_redis.set(QUEUE, "not a list")
+    fresh_redis.delete(DEFAULT_LIST)
+    fresh_redis.set(DEFAULT_LIST, "not a list")
     with pytest.raises(SubmitFailed, match="WRONGTYPE"):
         client.submit(request())
     assert fresh_redis.keys("comfyq:run:*") == [keys.run(first)]
@@ -102,7 +107,7 @@ def test_another_broker_publishes_after_the_record(fresh_redis_url, database_poo
         broker = redis.Redis.from_url(broker_url, decode_responses=True)
         assert RedisTransportView(broker).waiting_run_ids(QUEUE) == [run_id]
         records = redis.Redis.from_url(fresh_redis_url, decode_responses=True)
-        assert records.llen(QUEUE) == 0
+        assert sum(records.llen(name) for name in QUEUE_LISTS) == 0
         assert records.hget(keys.run(run_id), "status") == "queued"
 
 
