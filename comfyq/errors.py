@@ -74,3 +74,15 @@ class WaitTimeout(ComfyqError, TimeoutError):
 
 class SubmitFailed(ComfyqError):
     """The run could not be recorded or handed to the broker; nothing was kept of it."""
+
+
+class BrokerUnavailable(ComfyqError):
+    """The broker (RabbitMQ) could not be read; says where (no credentials) and why."""
+
+    def __init__(self, url: str, reason: BaseException) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        where = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+        super().__init__(f"could not read the broker at {where}{parts.path}: "
+                         f"{type(reason).__name__}: {reason}")

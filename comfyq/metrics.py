@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from comfyq.broker import Broker
+from comfyq.errors import BrokerUnavailable
 from comfyq.queue_overview import QueueState, queue_states
 from comfyq.redis import keys
 from comfyq.redis.connection import QUICK_TIMEOUT_SECONDS, redis_client
@@ -185,11 +186,11 @@ class ComfyqCollector(Collector):
                 *self.runs.families({}), *webhook_families({})]
 
     def collect(self) -> Iterator[Metric]:
-        up = _gauge("comfyq_redis_up", "1 when the last scrape could read Redis, else 0.")
+        up = _gauge("comfyq_redis_up", "1 when the last scrape could read Redis (and the broker), else 0.")
         try:
             families = self._read()
-        except redis.RedisError as error:
-            logger.warning("metrics scrape could not read Redis: %s", error)
+        except (redis.RedisError, BrokerUnavailable) as error:
+            logger.warning("metrics scrape could not read Redis or the broker: %s", error)
             up.add_metric([], 0)
             yield up
             return

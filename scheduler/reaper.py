@@ -35,6 +35,10 @@ from comfyq.storage import output_storage
 logger = logging.getLogger(__name__)
 
 
+#: Messages of a queue the lost-message recovery looks at: on RabbitMQ it takes each one for a
+#: moment; runs of a queue holding more are left until it is shorter.
+RECOVERY_SCAN = 10_000
+
 #: ``Broker.publish_run``: run id, GPU type, priority.
 Publish = Callable[[str, str, int], None]
 
@@ -138,8 +142,12 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
     if not suspects:
         return 0
     present = broker.held_run_ids(cutoff)
+    unsure = set()
     for gpu_type in settings.gpu_types:
-        present.update(broker.waiting_run_ids(gpu_type))
+        count, run_ids = broker.waiting(gpu_type, oldest=RECOVERY_SCAN)
+        present.update(run_ids)
+        if count > RECOVERY_SCAN:  # a message beyond the scan may be a suspect's
+            unsure.add(gpu_type)
     republished = 0
     for run_id in suspects:
         if run_id in present:
@@ -148,7 +156,7 @@ def recover_lost_messages(store: RunStore, settings: Settings, broker: Broker) -
             record = store.get_fields(run_id, ("gpu", "priority"))
         except KeyError:
             continue
-        if record["status"] == RunStatus.QUEUED.value:
+        if record["status"] == RunStatus.QUEUED.value and record["gpu"] not in unsure:
             logger.warning("run %s is queued but its message is gone; re-publishing", run_id)
             moment = store.clock()
             store.move(run_id, None, {"queued_at": moment})

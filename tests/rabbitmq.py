@@ -126,7 +126,8 @@ class RabbitNode:
         return self
 
     def kill(self) -> None:
-        """SIGKILL the node's whole process group (the Erlang VM with it), as a crash would."""
+        """SIGKILL the node's whole process group (the Erlang VM with it), as a crash would;
+        :meth:`start` brings it back on the same ports with the same data."""
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):

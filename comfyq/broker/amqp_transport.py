@@ -21,8 +21,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from amqp.exceptions import NotFound
+from amqp.exceptions import AMQPError, NotFound
 from kombu import Connection
+from kombu.exceptions import KombuError
+
+from comfyq.errors import BrokerUnavailable
 
 
 class AmqpTransportView:
@@ -41,13 +44,16 @@ class AmqpTransportView:
 
     @contextlib.contextmanager
     def _channel(self) -> Iterator[Any]:
-        with Connection(self.url, connect_timeout=self.timeout) as connection:
-            channel = connection.channel()
-            try:
-                yield channel
-            finally:
-                with contextlib.suppress(Exception):  # closed by the broker already
-                    channel.close()
+        try:
+            with Connection(self.url, connect_timeout=self.timeout) as connection:
+                channel = connection.channel()
+                try:
+                    yield channel
+                finally:
+                    with contextlib.suppress(Exception):  # closed by the broker already
+                        channel.close()
+        except (OSError, AMQPError, KombuError) as error:
+            raise BrokerUnavailable(self.url, error) from error
 
     @staticmethod
     def _ready(channel: Any, queue: str) -> int:

@@ -359,6 +359,44 @@ def test_redis_restart_mid_stream_refuses_no_submit_and_loses_no_accepted_run(tm
     assert successes == len(accepted)
 
 
+def test_rabbitmq_crash_mid_stream_refuses_no_submit_and_loses_no_accepted_run(database, tmp_path,
+                                                                                record_counts):
+    from tests.rabbitmq import RabbitNode
+
+    if not shutil.which("rabbitmq-server"):
+        pytest.skip("rabbitmq-server is not installed (the test crashes a node of its own: the "
+                    "machine's shared one serves other tests)")
+    with RabbitNode() as node:
+        env = fleet_env(database, tmp_path, node.url, COMFYQ_LOST_MESSAGE_SECONDS="3")
+        client = client_for(env, outage_retry_seconds=120)
+        with running_fleet(["A100"], env, tmp_path / "fleet.log"):
+            with PacedSubmitter(client) as submitter:
+                wait_until(lambda: len(submitter.accepted) >= 20, timeout=60)
+                with submitter.paused():
+                    node.kill()
+                    begun_before_outage = submitter.attempted
+                wait_until(lambda: submitter.attempted > begun_before_outage, timeout=30)
+                during_outage = submitter.attempted
+                settled_during_outage = submitter.settled()
+                node.start()
+                wait_until(lambda: len(submitter.accepted) >= during_outage + 20, timeout=90)
+            accepted = list(submitter.accepted.values())
+            statuses = wait_all_final(client, accepted, timeout=90)
+    plain = redis.Redis.from_url(database, decode_responses=True)
+    starts = {run_id: sum(1 for e in executions(plain, run_id) if e[0] == "start")
+              for run_id in accepted}
+    successes = sum(s == RunStatus.SUCCESS for s in statuses.values())
+    record_counts(submits_accepted=len(accepted), refused=len(submitter.refused),
+                  submit_waited_through_restart=during_outage in submitter.accepted,
+                  final=len(statuses), success=successes,
+                  executed_more_than_once=sum(n > 1 for n in starts.values()))
+    assert submitter.refused == []
+    assert settled_during_outage < during_outage  # that submit was still waiting for RabbitMQ ...
+    assert during_outage in submitter.accepted  # ... and rode the crash out
+    assert len(accepted) == submitter.attempted >= 40
+    assert successes == len(accepted)
+
+
 def test_run_longer_than_visibility_timeout_runs_once(database, tmp_path, record_counts):
     env = fleet_env(database, tmp_path, COMFYQ_BROKER_VISIBILITY_TIMEOUT_SECONDS="1")
     client = client_for(env)
