@@ -19,6 +19,8 @@ import redis
 from PIL import Image
 
 from comfyq import RunStatus
+from comfyq.broker import gpu_queue
+from comfyq.broker.redis_transport import queue_lists
 from comfyq.redis import keys
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import (
@@ -115,7 +117,7 @@ def test_submit_wait_names_the_run_first_and_says_no_worker_serves_its_gpu_type(
         assert client.get_run(run_id).status == RunStatus.QUEUED
     finally:
         client.cancel(run_id)
-        redis_client.delete("comfyq.gpu.H100")
+        redis_client.delete(*queue_lists(gpu_queue("H100")))
 
 
 def test_submit_json_prints_the_run_id(env, tmp_path):
@@ -322,7 +324,7 @@ def test_queues_count_a_queue_no_worker_consumes(env, fleet_settings, redis_clie
             run_comfyq({**env, "COMFYQ_GPU_TYPES": "A100,T4,H100"}, "queues", "--json").stdout)}
     finally:
         h100.cancel(run_id)
-        redis_client.delete("comfyq.gpu.H100")
+        redis_client.delete(*queue_lists(gpu_queue("H100")))
     assert states["H100"]["depth"] == 1 and states["H100"]["workers"] == []
     assert states["H100"]["oldest_waiting"]["run_id"] == run_id
 

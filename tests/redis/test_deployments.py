@@ -163,7 +163,7 @@ def test_a_deployment_run_runs_its_current_version_and_is_recorded_with_it(clien
     assert run.workflow_api["11"]["inputs"]["default_value"] == "two"
     # The deployment's machine chose the GPU: studio-1 is an A100.
     assert run.machine_id == "studio-1" and run.gpu == "A100"
-    assert fresh_redis.llen("comfyq.gpu.A100") == 1
+    assert client.broker.queue_depth("A100") == 1
 
 
 def test_a_deployment_run_may_ask_for_its_own_gpu(client, deployments):

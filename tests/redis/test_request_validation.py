@@ -99,7 +99,7 @@ def test_empty_graph_runs_the_workflow_deployed_under_its_id(client, redis_clien
     client.deploy_workflow("invert-v1", invert_graph(prefix="deployed"))
     run_id = client.submit({"workflow_id": "invert-v1", "workflow_api_json": {}, "gpu": "A100"})
     assert client.get_run(run_id).workflow_api["3"]["class_type"] == "SaveImage"
-    assert redis_client.llen("comfyq.gpu.A100") == 1
+    assert client.broker.waiting_run_ids("A100") == [run_id]
 
 
 def test_a_broken_graph_cannot_be_deployed(client, redis_client):
@@ -150,17 +150,18 @@ def test_bad_json_text(client):
     assert list(problems) == ["request"] and "Invalid JSON" in problems["request"]
 
 
-@pytest.mark.parametrize(("fields", "queue"), [
-    ({"gpu": "A100"}, "comfyq.gpu.A100"),
-    ({"machine_id": "studio-1"}, "comfyq.gpu.A100"),
-    ({}, "comfyq.gpu.T4"),
-    ({"gpu": "T4", "machine_id": "studio-1"}, "comfyq.gpu.T4"),
+@pytest.mark.parametrize(("fields", "gpu_type"), [
+    ({"gpu": "A100"}, "A100"),
+    ({"machine_id": "studio-1"}, "A100"),
+    ({}, "T4"),
+    ({"gpu": "T4", "machine_id": "studio-1"}, "T4"),
 ])
-def test_run_goes_to_the_queue_of_its_gpu(client, redis_client, fields, queue):
+def test_run_goes_to_the_queue_of_its_gpu(client, fields, gpu_type):
     run_id = client.submit(request(**fields))
-    assert redis_client.llen(queue) == 1
-    assert run_id in redis_client.lindex(queue, 0)
-    assert client.get_run(run_id).gpu == queue.rsplit(".", 1)[1]
+    assert client.broker.waiting_run_ids(gpu_type) == [run_id]
+    other = ({"A100", "T4"} - {gpu_type}).pop()
+    assert client.broker.queue_depth(other) == 0
+    assert client.get_run(run_id).gpu == gpu_type
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://10.1.2.3/hook",
