@@ -161,6 +161,15 @@ class Settings(BaseSettings):
         "run fails, saying so.",
     )
 
+    # --- Input files fetched by URL (comfyq.remote_files) ---
+    input_max_bytes: int = Field(
+        32 * 2**30, gt=0, description="Largest input file (LoRA, checkpoint, file) a worker "
+        "fetches by URL."
+    )
+    input_fetch_timeout_seconds: float = Field(
+        900.0, gt=0, description="Longest fetching one input file by URL may take."
+    )
+
     max_run_seconds: float = Field(3600.0, gt=0, description="Longest a run may execute.")
     gpu_max_run_seconds: FloatMap = Field(
         default_factory=dict, description="GPU type -> longest run, overriding max_run_seconds."

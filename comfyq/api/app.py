@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from comfyq.api import deployments, health, routes
+from comfyq.api import deployments, files, health, routes
 from comfyq.api.auth import BearerAuthMiddleware
 from comfyq.api.body_limit import BodyLimitMiddleware
 from comfyq.api.docs_page import docs_page
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.state.comfyq = context
     app.include_router(routes.router, prefix=settings.api_path_prefix)
     app.include_router(deployments.router, prefix=settings.api_path_prefix)
+    app.include_router(files.router, prefix=settings.api_path_prefix)
     app.include_router(health.router)
     app.include_router(ui_router)
     app.add_route(METRICS_PATH, metrics_asgi_app(metrics), include_in_schema=False)

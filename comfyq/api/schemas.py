@@ -124,6 +124,16 @@ class RunEndedBody(BaseModel):
     error: dict[str, Any] | None = None
 
 
+class FileUploadResponse(BaseModel):
+    """ComfyDeploy's answer to ``POST /file/upload``."""
+
+    message: str
+    file_id: str = Field(description="The id the file is kept under.")
+    file_name: str = Field(description="The file's name as kept (folders and odd characters "
+                                       "dropped).")
+    file_url: str = Field(description="Where workers fetch it: pass it in a run's inputs.")
+
+
 class HealthBody(BaseModel):
     status: Literal["ok"] = "ok"
 

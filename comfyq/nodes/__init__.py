@@ -11,11 +11,20 @@ from __future__ import annotations
 import importlib.util
 from types import ModuleType
 
-from comfyq.nodes import comfydeploy, image, mask, postprocessing, primitives, save, text
+from comfyq.nodes import (
+    comfydeploy,
+    image,
+    mask,
+    postprocessing,
+    primitives,
+    remote_inputs,
+    save,
+    text,
+)
 
 
 def _node_modules() -> list[ModuleType]:
-    modules = [image, postprocessing, mask, primitives, text, save, comfydeploy]
+    modules = [image, postprocessing, mask, primitives, text, save, comfydeploy, remote_inputs]
     if _torch_imports():
         from comfyq.nodes import torch_probe
 

@@ -146,6 +146,12 @@ class S3Storage:
             time.sleep(delay)
             delay = min(delay * 2, LONGEST_RETRY_DELAY_SECONDS)
 
+    def upload_stream(self, source: Any, key: str, content_type: str) -> None:
+        """Upload a readable binary stream (multipart when large), boto3 retrying its parts."""
+        self.client.upload_fileobj(source, self.bucket, key,
+                                   ExtraArgs={"ContentType": content_type},
+                                   Config=self._transfer)
+
     def url(self, bucket: str, key: str) -> str:
         """What a client opens for ``s3://bucket/key``: a URL under the public base, else one
         presigned now for ``COMFYQ_S3_URL_LIFETIME_SECONDS``."""
