@@ -1,14 +1,15 @@
 """Benchmark: what the safety costs. Short runs per second through comfyq (lease, heartbeat, run
-record, claim, fenced writes) vs. plain Celery tasks doing the same graph work, with 1 and 2
-simulated GPU workers, in one run on one machine. Target: comfyq at most 25% fewer runs/s.
+record, claim, fenced writes) vs. plain Celery tasks doing the same graph work, with 1, 2 and 8
+simulated GPU workers a side draining the same number of short runs, in one run on one machine.
+Target: comfyq at most 25% fewer runs/s.
 
 The plain side (``bench.bare_celery_app``) has comfyq's Celery configuration (same serializer,
 broker options and task events), with a Redis result backend standing in for comfyq's run
 record. Both sides' workers run the whole time; rounds alternate which side goes first, and the
 medians of the rounds are reported.
 
-Run: ``python bench/bench_lifecycle.py [--runs 300] [--rounds 5]``. Starts its own Valkey and
-workers.
+Run: ``python bench/bench_lifecycle.py [--runs 2000] [--rounds 5] [--workers 1,2,8]``. Starts its
+own Valkey and workers.
 """
 
 from __future__ import annotations
@@ -79,9 +80,12 @@ def rates(deployment: BenchDeployment, client, results_app, workers: int, runs: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=300, help="per side, over all rounds")
+    parser.add_argument("--runs", type=int, default=2000, help="per side, over all rounds")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", default="1,2,8",
+                        help="comma-separated worker counts a side (default: 1,2,8)")
     args = parser.parse_args()
+    worker_counts = [int(count) for count in args.workers.split(",")]
     deployment = start_deployment()
     from bench.bare_celery_app import results_app
     from comfyq.producer.client import Client
@@ -89,7 +93,7 @@ def main() -> int:
     client = Client()
     rows = []
     try:
-        for workers in (1, 2):
+        for workers in worker_counts:
             measured = rates(deployment, client, results_app, workers, args.runs, args.rounds)
             rows.append((workers, statistics.median(measured["plain"]),
                          statistics.median(measured["comfyq"])))
