@@ -9,8 +9,10 @@ that lost its lease (paused too long, cut off) cannot overwrite what its success
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 import uuid
 
 import redis
@@ -45,29 +47,28 @@ class RunLease:
         self.ttl_ms = max(100, int(ttl_seconds * 1000))
         self._renew = scripts.LEASE_RENEW.on(client)
         self._release = scripts.LEASE_RELEASE.on(client)
-        self._stop = threading.Event()
         self._lost = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._keeper: LeaseKeeper | None = None
         #: Set once the run's final write gave the lease back (``RunStore.move`` does).
         self.released = False
 
-    def start_heartbeat(self) -> None:
-        """Renew the lease every third of its TTL until :meth:`release`."""
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id[:8]}",
-                                        daemon=True)
-        self._thread.start()
+    def start_heartbeat(self, keeper: LeaseKeeper | None = None) -> None:
+        """Have ``keeper`` (this process's by default) renew the lease every third of its TTL
+        until :meth:`release`."""
+        self._keeper = keeper or process_lease_keeper()
+        self._keeper.keep(self)
 
-    def _beat(self) -> None:
-        interval = self.ttl_ms / 3000
-        while not self._stop.wait(interval):
-            try:
-                if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
-                    logger.error("lease of run %s was lost; stopping its execution", self.run_id)
-                    self._lost.set()
-                    return
-            except redis.RedisError as error:
-                # A blip must not kill the run; the lease outlives a few missed beats.
-                logger.warning("could not renew lease of run %s: %s", self.run_id, error)
+    def renew(self) -> bool:
+        """Renew the lease once; False once it is lost (the keeper then stops renewing it)."""
+        try:
+            if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+                logger.error("lease of run %s was lost; stopping its execution", self.run_id)
+                self._lost.set()
+                return False
+        except redis.RedisError as error:
+            # A blip must not kill the run; the lease outlives a few missed beats.
+            logger.warning("could not renew lease of run %s: %s", self.run_id, error)
+        return True
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` once the heartbeat found the lease gone."""
@@ -75,9 +76,8 @@ class RunLease:
             raise LeaseLost(self.run_id)
 
     def stop_heartbeat(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        if self._keeper is not None:
+            self._keeper.drop(self)
 
     def release(self) -> None:
         """Stop the heartbeat and give the lease back (unless a final write already did)."""
@@ -88,3 +88,56 @@ class RunLease:
             self._release(keys=[self.key], args=[self.token])
         except redis.RedisError as error:
             logger.warning("could not release lease of run %s: %s", self.run_id, error)
+
+
+class LeaseKeeper:
+    """One thread that renews every lease a process holds, each every third of its TTL.
+
+    A thread of its own per run would cost its start and join on every run (most of a
+    millisecond on a busy host), on the path from a run's claim to its end.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[RunLease, float] = {}
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, lease: RunLease) -> None:
+        with self._changed:
+            self._due[lease] = time.monotonic() + lease.ttl_ms / 3000
+            if self._thread is None or not self._thread.is_alive():
+                # Also after a fork: the parent's thread does not run in the child.
+                self._thread = threading.Thread(target=self._renew_forever,
+                                                name="comfyq-lease-keeper", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def drop(self, lease: RunLease) -> None:
+        with self._changed:
+            self._due.pop(lease, None)
+
+    def _renew_forever(self) -> None:
+        while True:
+            for lease in self._wait_for_due():
+                kept = lease.renew()
+                with self._changed:
+                    if lease in self._due:
+                        if kept:
+                            self._due[lease] = time.monotonic() + lease.ttl_ms / 3000
+                        else:
+                            del self._due[lease]
+
+    def _wait_for_due(self) -> list[RunLease]:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                due = [lease for lease, moment in self._due.items() if moment <= now]
+                if due:
+                    return due
+                self._changed.wait(min(self._due.values(), default=now + 60) - now)
+
+
+@functools.cache
+def process_lease_keeper() -> LeaseKeeper:
+    """The lease keeper of this process (made on first use, in the process that uses it)."""
+    return LeaseKeeper()
