@@ -188,7 +188,8 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     outputs = commands.add_parser("outputs", help="list a run's output files, or download them")
     outputs.add_argument("run_id", help="the id submit printed")
     outputs.add_argument("--download", metavar="DIR",
-                         help="copy (file://) or download (http://) each file into DIR")
+                         help="copy (file://) or download (http(s)://, presigned S3 URLs "
+                              "included) each file into DIR")
     outputs.add_argument("--json", action="store_true", help="print JSON records")
     outputs.set_defaults(handler=_outputs)
 

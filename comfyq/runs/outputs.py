@@ -1,8 +1,10 @@
 """The files a run produced, and fetching them into a local folder (``comfyq outputs``).
 
 Output records list media under their kind (``images``, ``gifs``, ``files``...), each with a
-``url``: ``file://`` when the outputs folder is not served (the worker's local path, reachable
-from this host only if it shares that disk), else ``http(s)://`` under ``COMFYQ_OUTPUT_URL_BASE``.
+``url``: with S3 storage a presigned (or public) URL of the object, signed as the record is read
+(:mod:`comfyq.storage`); with local storage ``file://`` when the outputs folder is not served
+(the worker's local path, reachable from this host only if it shares that disk), else
+``http(s)://`` under ``COMFYQ_OUTPUT_URL_BASE``.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from comfyq.runs.outputs import download_outputs, output_files
 from comfyq.scheduler import reaper
 from comfyq.settings import SettingsError, environment_settings, Settings, reset_settings
 from tests.helpers import invert_graph, request
+from tests.ops_helpers import run_comfyq
 from tests.s3_server import BUCKET, S3_CREDENTIALS, free_port, moto_server
 
 pytest.importorskip("moto", reason="pip install 'moto[server]>=5,<6'")
@@ -98,6 +99,10 @@ def test_outputs_go_to_the_bucket_and_every_read_gives_a_url_with_the_same_bytes
     assert answer.headers["Content-Type"] == "image/png"
     [saved] = download_outputs([file], tmp_path / "download")
     assert saved.read_bytes() == local
+    command = run_comfyq({**s3_env(), "COMFYQ_REDIS_URL": client.settings.redis_url},
+                         "outputs", run_id, "--download", str(tmp_path / "cli"))
+    assert command.returncode == 0, command.stderr
+    assert (tmp_path / "cli" / "stored_00001_.png").read_bytes() == local
 
 
 def test_an_old_record_still_gives_a_working_url_because_each_read_signs_anew(
