@@ -11,6 +11,7 @@ switch, each host running real processes and reaching the others only by address
   its lease expires and ends ``success`` once, with the other host's outputs; healed, the cut
   host's late writes are refused by the lease fence.
 - ``s3`` is cut while a run's output is uploaded: the upload retries and the run ends right.
+- The run pages, opened from ``app`` in a browser, show the run's thumbnail.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from comfyq.redis import keys
 from comfyq.runs.codec import decode_value
 from comfyq.worker_presence import online_workers
 from tests.netns import HostNetwork, NamespacesUnavailable, NamespaceThread, leftover_names
+from tests.e2e.test_web import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, sign_in
 from tests.ops_helpers import comfyq_command
 from tests.paths import MULTIHOST_NODES, REPO
 from tests.s3_server import BUCKET, S3_CREDENTIALS, moto_command, wait_for_s3
@@ -408,3 +410,36 @@ def test_storage_cut_off_during_an_upload_is_retried_and_the_run_ends_right(flee
     failures = len(re.findall(rf"run {run_id}: upload of .* failed", fleet.log(host)))
     assert before == 0 and failures >= 1
     record_counts(upload_failures=failures, statuses="->".join(seen))
+
+
+def _thumbnail_width(api_url: str, run_id: str, filename: str) -> int:
+    """Open the run's page in a browser (started from this thread: on its host's network) and
+    answer the width of the thumbnail it shows."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            sign_in(page, f"{api_url}/ui/run?id={run_id}", TOKEN)
+            thumbnail = page.get_by_role("img", name=filename)
+            expect(thumbnail).to_be_visible()
+            page.wait_for_function("image => image.complete && image.naturalWidth > 0",
+                                   arg=thumbnail.element_handle())
+            return thumbnail.evaluate("image => image.naturalWidth")
+        finally:
+            browser.close()
+
+
+def test_the_run_page_opened_from_the_app_host_shows_the_thumbnail(fleet, app):
+    if not Path(CHROMIUM).exists():
+        reason = (f"no Chromium at {CHROMIUM}: install Debian's chromium or set "
+                  "COMFYQ_TEST_CHROMIUM")
+        if os.environ.get("CI"):  # CI installs it, as for the run-page tests
+            pytest.fail(reason)
+        pytest.skip(reason)
+    run_id = app.queue(_graph("paged", 0x203040, 0.2))
+    run, _ = app.follow(run_id)
+    assert run.status == "success", run.error
+    assert fleet.app.call(_thumbnail_width, fleet.api_url, run_id, "paged_00001_.png") == 64
