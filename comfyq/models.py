@@ -215,6 +215,12 @@ class WorkflowRunModel(BaseModel):
         None, description="The version of that deployment the run executed.")
     worker: str | None = None
     error: dict[str, Any] | None = None
+    executed_nodes: list[str] | None = Field(
+        None, description="The nodes the run executed, in order (ComfyUI's `executing`), "
+        "including those node expansion added.")
+    cached_nodes: list[str] | None = Field(
+        None, description="The nodes answered from the worker's cache instead (ComfyUI's "
+        "`execution_cached`); known once execution starts.")
     attempts: int = 0
     webhook_attempts: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -26,6 +26,10 @@ def _never_cancelled() -> None:
     return None
 
 
+def _nothing_cached(node_ids: list[str]) -> None:
+    return None
+
+
 @dataclass
 class RunContext:
     """The run a node is executing in.
@@ -45,6 +49,15 @@ class RunContext:
     check_cancelled: Callable[[], None] = _never_cancelled
     device: str = "cpu"
     current_node: str | None = field(default=None)
+    #: What the engine did, as ComfyUI's ``executing`` and ``execution_cached`` messages tell
+    #: it: the nodes executed, in order, and those answered from the cache.
+    executed_nodes: list[str] = field(default_factory=list)
+    cached_nodes: list[str] = field(default_factory=list)
+    #: Nodes an ``ExecutionBlocker`` with a message stopped: ``{"node_id", "node_type",
+    #: "exception_message"}`` each (the run goes on, as in ComfyUI).
+    blocked_nodes: list[dict] = field(default_factory=list)
+    #: Told the cached nodes once they are known, before the first node executes.
+    report_cached: Callable[[list[str]], None] = _nothing_cached
 
     @property
     def subfolder(self) -> str:

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Directories of custom node packs, loaded like ComfyUI's custom_nodes/.",
     )
+    in_process_tensors: str = Field(
+        "auto", pattern="^(auto|torch|numpy)$",
+        description="How the in-process engine hands IMAGE and MASK to nodes: 'torch' tensors on "
+        "the worker's device (as ComfyUI and custom node packs expect), 'numpy' arrays, or "
+        "'auto': torch where it imports.",
+    )
     unknown_catalog: str = Field(
         "structural", pattern="^(structural|refuse)$",
         description="What submit does when no worker of the run's GPU type has published a node "

@@ -59,7 +59,7 @@ def build_backend():
     from comfyq.execution.inprocess import InProcessBackend
     from comfyq.execution.registry import node_classes
 
-    return InProcessBackend(node_classes())
+    return InProcessBackend(node_classes(), tensor_library=settings.in_process_tensors)
 
 
 def catalog_source():

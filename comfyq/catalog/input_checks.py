@@ -5,7 +5,10 @@ type names, messages, details and ``extra_info`` fields. The inputs are those th
 (required, then optional), in the catalog's order; a node's other inputs are not looked at, as
 in ComfyUI. A literal is converted (``INT``, ``FLOAT``, ``STRING``, ``BOOLEAN``), then checked
 against ``min``, ``max`` and the combo's choices; a link ``[node_id, output_index]`` is looked up
-and its type compared with the input's.
+and its type compared with the input's. As in ComfyUI, an input the class's ``VALIDATE_INPUTS``
+names (all of them when it takes ``**kwargs``) is only converted, and a class whose
+``VALIDATE_INPUTS`` asks for ``input_types`` has its links' types unchecked (the catalog says
+so: :data:`~comfyq.catalog.object_info.SELF_VALIDATION_KEY`).
 
 A link ComfyUI cannot look up (a node id that is not in the prompt, an output index the source
 class does not have) makes its lookup raise in ComfyUI, which ends the node's check: the node's
@@ -77,7 +80,7 @@ def input_errors(spec: ClassSpec, inputs: Mapping[str, Any],
                     {"input_name": input_spec.name}))
             continue
         if isinstance(value, list):
-            error = _link_error(input_spec, value, node_classes)
+            error = _link_error(input_spec, value, node_classes, spec.checks_link_types)
         else:
             error = _literal_error(input_spec, value)
         if error is not None:
@@ -97,8 +100,8 @@ def linked_type(link: list, node_classes: Mapping[str, ClassSpec]) -> Any:
         raise LinkLookupFailed(error) from error
 
 
-def _link_error(spec: InputSpec, link: list,
-                node_classes: Mapping[str, ClassSpec]) -> dict[str, Any] | None:
+def _link_error(spec: InputSpec, link: list, node_classes: Mapping[str, ClassSpec],
+                check_type: bool = True) -> dict[str, Any] | None:
     name = spec.name
     if len(link) != 2:
         return input_error(
@@ -106,7 +109,7 @@ def _link_error(spec: InputSpec, link: list,
             "Bad linked input, must be a length-2 list of [node_id, slot_index]", name,
             value_info(spec, link))
     received_type = linked_type(link, node_classes)
-    if spec.accepts(received_type):
+    if not check_type or spec.accepts(received_type):
         return None
     return input_error(
         "return_type_mismatch", "Return type mismatch between linked nodes",
@@ -130,6 +133,8 @@ def _literal_error(spec: InputSpec, value: Any) -> dict[str, Any] | None:
                 f"Failed to convert an input value to a {spec.socket_type} value",
                 f"{name}, {value}, {error}",
                 value_info(spec, value) | {"exception_message": str(error)})
+    if spec.self_validated:  # the class's VALIDATE_INPUTS judges the value, as in ComfyUI
+        return None
     if isinstance(value, (int, float)):
         if spec.minimum is not None and _compares(value, "<", spec.minimum):
             return input_error(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyq.catalog.object_info import WILDCARD_TYPE
+from comfyq.catalog.object_info import SELF_VALIDATION_KEY, WILDCARD_TYPE
 
 _CONVERSIONS: dict[str, Callable[[Any], Any]] = {
     "INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
@@ -37,6 +37,8 @@ class InputSpec:
     wildcard: bool
     type_members: frozenset[str]
     accepts_cache: dict[str, bool] = field(default_factory=dict)
+    #: The class's ``VALIDATE_INPUTS`` checks this input: no min/max/choices checks here.
+    self_validated: bool = False
 
     def input_config(self) -> list:
         """ComfyUI's ``input_config``: ``[type, options]``, a copy safe to hand out."""
@@ -69,6 +71,8 @@ class ClassSpec:
     inputs: tuple[InputSpec, ...]
     outputs: tuple[Any, ...]
     output_node: bool
+    #: False when the class's ``VALIDATE_INPUTS`` checks the types of its links itself.
+    checks_link_types: bool = True
 
 
 class CompiledCatalog:
@@ -117,16 +121,22 @@ def _takes_uploads(config: Mapping[str, Any]) -> bool:
 
 def _compile_class(name: str, entry: Mapping[str, Any]) -> ClassSpec:
     input_types = entry.get("input") if isinstance(entry.get("input"), Mapping) else {}
+    validates = entry.get(SELF_VALIDATION_KEY)
+    validates = validates if isinstance(validates, Mapping) else {}
+    named = set(validates.get("inputs") or ())
     inputs = []
     for category in ("required", "optional"):
         specs = input_types.get(category)
         if isinstance(specs, Mapping):
-            inputs += [_compile_input(input_name, spec, category == "required")
-                       for input_name, spec in specs.items()]
+            for input_name, spec in specs.items():
+                compiled = _compile_input(input_name, spec, category == "required")
+                compiled.self_validated = bool(validates.get("all_inputs")) or input_name in named
+                inputs.append(compiled)
     outputs = entry.get("output")
     return ClassSpec(name=name, inputs=tuple(inputs),
                      outputs=tuple(outputs) if isinstance(outputs, list) else (),
-                     output_node=entry.get("output_node") is True)
+                     output_node=entry.get("output_node") is True,
+                     checks_link_types=not validates.get("input_types"))
 
 
 _CACHE_SIZE = 16

@@ -16,6 +16,7 @@ compare equal and validate alike. Checking a graph against a catalog lives in
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -83,7 +84,30 @@ def node_info(class_name: str, node_class: type, display_name: str | None = None
         info["experimental"] = True
     if hasattr(node_class, "API_NODE"):
         info["api_node"] = node_class.API_NODE
+    validates = self_validation(node_class)
+    if validates is not None:
+        info[SELF_VALIDATION_KEY] = validates
     return info
+
+
+#: comfyq's addition to a class's entry: what its own ``VALIDATE_INPUTS`` checks, so a catalog
+#: alone (submit time, no classes) skips the built-in checks ComfyUI skips for such a class.
+SELF_VALIDATION_KEY = "comfyq_validate_inputs"
+
+
+def self_validation(node_class: type) -> dict[str, Any] | None:
+    """What ``VALIDATE_INPUTS`` takes, as ComfyUI reads its signature: the inputs it names
+    (their min/max/choices are not checked), whether it takes ``**kwargs`` (all inputs) and
+    whether it asks for ``input_types`` (links' types are not checked). None without one."""
+    validate = getattr(node_class, "VALIDATE_INPUTS", None)
+    if validate is None:
+        return None
+    try:
+        spec = inspect.getfullargspec(validate)
+    except TypeError:
+        return None
+    return {"inputs": [name for name in spec.args if name not in ("cls", "self")],
+            "all_inputs": spec.varkw is not None, "input_types": "input_types" in spec.args}
 
 
 def build_catalog(node_classes: Mapping[str, type],

@@ -116,8 +116,12 @@ class _Uncacheable(Exception):
 
 
 def cache_keys(graph: Mapping[str, Any], order: Iterable[str], is_changed: Callable[[str], Any],
-               keys_on_node_id: Callable[[str], bool]) -> dict[str, str | None]:
+               keys_on_node_id: Callable[[str], bool],
+               known: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
     """The cache key of each node of ``order`` (a dependency order), None where uncacheable.
+
+    :param known: keys already computed for nodes outside ``order`` that its nodes link to (the
+        submitted graph's, when an expansion adds nodes).
 
     :param is_changed: what the node's ``IS_CHANGED`` says (False when its class has none).
     :param keys_on_node_id: whether the node's key includes its id (ComfyUI does so for
@@ -126,7 +130,8 @@ def cache_keys(graph: Mapping[str, Any], order: Iterable[str], is_changed: Calla
     A node is uncacheable when ``IS_CHANGED`` says NaN (ComfyUI's "always re-run") or something
     that cannot be compared across runs, and so is every node that reads from it.
     """
-    keys: dict[str, str | None] = {}
+    keys: dict[str, str | None] = dict(known or {})
+    computed: dict[str, str | None] = {}
     for node_id in order:
         node = graph[node_id]
         try:
@@ -134,10 +139,10 @@ def cache_keys(graph: Mapping[str, Any], order: Iterable[str], is_changed: Calla
             if keys_on_node_id(node_id):
                 signature.append(node_id)
             signature.append(_input_signature(node.get("inputs", {}), keys))
-            keys[node_id] = _digest(signature)
+            keys[node_id] = computed[node_id] = _digest(signature)
         except _Uncacheable:
-            keys[node_id] = None
-    return keys
+            keys[node_id] = computed[node_id] = None
+    return computed
 
 
 def _input_signature(inputs: Mapping[str, Any], keys: Mapping[str, str | None]) -> list:

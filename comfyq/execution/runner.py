@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from comfyq.catalog.validation import PromptValidationError
 from comfyq.execution.executor import GraphError, NodeExecutionError
 from comfyq.models import RunStatus
 from comfyq.run_context import RunCancelled, RunContext
@@ -139,25 +140,34 @@ class RunRunner:
             self.store, run_id, active.lease.token, self.settings.progress_interval_seconds,
             self.hooks if active.wants_intermediate else None)
         context.report_progress = progress.node_progress
+        context.report_cached = progress.nodes_cached
+
+        def finish(status: RunStatus, **fields: Any) -> RunStatus:
+            return self._finish(run_id, record, active.lease, status,
+                                **progress.node_fields(), **fields)
+
         try:
             ui_outputs = self.backend.execute(record["workflow_api"], record.get("workflow_inputs"),
                                               context, progress.node_started)
+        except PromptValidationError as refused:
+            return finish(RunStatus.FAILED, live_status="Failed: the graph was refused before it ran",
+                          error={"exception_type": "PromptValidationError",
+                                 "exception_message": str(refused),
+                                 "node_errors": refused.node_errors})
         except RunDeadlinePassed as stopped:
-            return self._finish(run_id, record, active.lease, RunStatus.TIMEOUT,
-                                live_status="Timed out", error=timeout_error(active, stopped))
+            return finish(RunStatus.TIMEOUT, live_status="Timed out",
+                          error=timeout_error(active, stopped))
         except RunCancelled as stopped:
-            return self._finish(run_id, record, active.lease, RunStatus.CANCELLED,
-                                live_status="Cancelled", **cancelled_error(stopped))
+            return finish(RunStatus.CANCELLED, live_status="Cancelled", **cancelled_error(stopped))
         except NodeExecutionError as error:
             logger.warning("run %s failed: %s", run_id, error)
             where = f"Failed at node {error.node_id}" if error.node_id else "Failed"
-            return self._finish(run_id, record, active.lease, RunStatus.FAILED,
-                                live_status=f"{where}: {error.exception_message}"[:300],
-                                error=error.as_dict())
+            return finish(RunStatus.FAILED,
+                          live_status=f"{where}: {error.exception_message}"[:300],
+                          error=error.as_dict())
         except GraphError as error:
-            return self._finish(run_id, record, active.lease, RunStatus.FAILED, live_status="Failed",
-                                error={"exception_type": "GraphError",
-                                       "exception_message": str(error)})
+            return finish(RunStatus.FAILED, live_status="Failed",
+                          error={"exception_type": "GraphError", "exception_message": str(error)})
         active.lease.check()
         files = RunFiles(run_id, active.lease.token.rsplit(":", 1)[-1][:12], self.worker.name,
                          active.lease.check)
@@ -166,12 +176,10 @@ class RunRunner:
                        for node_id, ui in ui_outputs.items()]
         except OutputUploadFailed as error:
             logger.error("run %s failed: %s", run_id, error)
-            return self._finish(run_id, record, active.lease, RunStatus.FAILED,
-                                live_status="Failed: outputs could not be stored",
-                                error={"exception_type": "OutputUploadFailed",
-                                       "exception_message": str(error)})
-        return self._finish(run_id, record, active.lease, RunStatus.SUCCESS, live_status="Done",
-                            outputs=outputs, progress=1.0)
+            return finish(RunStatus.FAILED, live_status="Failed: outputs could not be stored",
+                          error={"exception_type": "OutputUploadFailed",
+                                 "exception_message": str(error)})
+        return finish(RunStatus.SUCCESS, live_status="Done", outputs=outputs, progress=1.0)
 
     def _finish(self, run_id: str, record: dict[str, Any], lease: RunLease | None,
                 status: RunStatus, **fields: Any) -> RunStatus:
@@ -310,10 +318,27 @@ class ProgressWriter:
         self.class_type = ""
         self._running = False
         self._last_write = 0.0
+        self.executed: list[str] = []
+        self._executed_ids: set[str] = set()
+        self.cached: list[str] = []
 
     def node_started(self, node_id: str, class_type: str, index: int, total: int) -> None:
         self.index, self.total, self.class_type = index, max(total, 1), class_type
+        if node_id not in self._executed_ids:
+            self._executed_ids.add(node_id)
+            self.executed.append(node_id)
         self._write(self.index / self.total, f"Executing {class_type}")
+
+    def nodes_cached(self, node_ids: list[str]) -> None:
+        """The nodes the cache answers for this run, written at once (before any node runs)."""
+        self.cached = list(node_ids)
+        if self.cached:
+            self._running = False  # not throttled: users see it as the run starts
+            self._write(0.0, f"{len(self.cached)} node(s) from the cache")
+
+    def node_fields(self) -> dict[str, Any]:
+        """The record's ``executed_nodes`` and ``cached_nodes``."""
+        return {"executed_nodes": self.executed, "cached_nodes": self.cached}
 
     def node_progress(self, value: float, maximum: float, node_id: str | None) -> None:
         share = (value / maximum) if maximum else 0.0
@@ -327,7 +352,8 @@ class ProgressWriter:
         self._last_write = moment
         status = None if self._running else RunStatus.RUNNING
         applied = self.store.move(self.run_id, status,
-                                  {"progress": round(progress, 4), "live_status": live_status},
+                                  {"progress": round(progress, 4), "live_status": live_status,
+                                   "executed_nodes": self.executed, "cached_nodes": self.cached},
                                   lease_token=self.lease_token)
         self._running = True
         if applied and self.hooks:

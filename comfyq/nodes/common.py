@@ -1,7 +1,9 @@
 """What every built-in node module shares: ComfyUI's limits, the wildcard type, array checks.
 
-IMAGE values are numpy float32 arrays ``[batch, height, width, channels]`` in 0..1 and MASK
-values ``[batch, height, width]``, the layout ComfyUI uses for its torch tensors.
+IMAGE values are float32 ``[batch, height, width, channels]`` in 0..1 and MASK values
+``[batch, height, width]``, the layout ComfyUI uses for its torch tensors. Built-in nodes take
+numpy arrays or torch tensors (on any device; the engine hands them torch tensors where torch
+is installed) and compute with numpy; the engine turns what they return into its own kind.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ ANY = AnyType("*")
 
 def _batch(value: Any, input_name: str, kind: str, axes: str) -> np.ndarray:
     """``value`` as a float32 batch with the axes ``axes`` names; one item gets a batch of 1."""
-    array = np.asarray(value)
+    array = np.asarray(as_numpy(value))
     rank = axes.count(",") + 1
     if array.ndim == rank - 1:
         array = array[None]
@@ -42,6 +44,13 @@ def _batch(value: Any, input_name: str, kind: str, axes: str) -> np.ndarray:
             f"{input_name}: expected {kind} of shape [{axes}], got shape {list(array.shape)}"
         )
     return array.astype(np.float32, copy=False)
+
+
+def as_numpy(value: Any) -> Any:
+    """A torch tensor (on any device) as a numpy array; anything else unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return value
 
 
 def image_batch(value: Any, input_name: str = "image") -> np.ndarray:

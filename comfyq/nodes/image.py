@@ -189,6 +189,30 @@ class ImageRotate:
         return (np.ascontiguousarray(np.rot90(image, k=quarter_turns, axes=(2, 1))),)
 
 
+class RebatchImages:
+    """ComfyUI's ``RebatchImages``: the images of every batch in the list, regrouped into
+    batches of ``batch_size`` (the last may be smaller)."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"images": ("IMAGE",),
+                             "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    INPUT_IS_LIST = True
+    OUTPUT_IS_LIST = (True,)
+    FUNCTION = "rebatch"
+    CATEGORY = "image/batch"
+
+    def rebatch(self, images: list, batch_size: list[int]) -> tuple[list[np.ndarray]]:
+        size = batch_size[0]
+        singles = [batch[index:index + 1] for position, value in enumerate(images)
+                   for batch in [image_batch(value, f"images[{position}]")]
+                   for index in range(batch.shape[0])]
+        return ([np.concatenate(singles[start:start + size]) for start in
+                 range(0, len(singles), size)],)
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "EmptyImage": EmptyImage,
     "ImageInvert": ImageInvert,
@@ -197,6 +221,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "ImageCrop": ImageCrop,
     "ImageFlip": ImageFlip,
     "ImageRotate": ImageRotate,
+    "RebatchImages": RebatchImages,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -207,4 +232,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "ImageCrop": "Image Crop",
     "ImageFlip": "ImageFlip",
     "ImageRotate": "ImageRotate",
+    "RebatchImages": "Rebatch Images",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from comfyq.nodes.common import MAX_RESOLUTION, image_batch, mask_batch
+from comfyq.nodes.common import MAX_RESOLUTION, as_numpy, image_batch, mask_batch
 
 CHANNELS = ("red", "green", "blue", "alpha")
 
@@ -40,7 +40,8 @@ class MaskToImage:
     CATEGORY = "mask"
 
     def mask_to_image(self, mask: np.ndarray) -> tuple[np.ndarray]:
-        masks = mask_batch(np.asarray(mask).reshape((-1,) + np.shape(mask)[-2:]))
+        mask = np.asarray(as_numpy(mask))
+        masks = mask_batch(mask.reshape((-1,) + mask.shape[-2:]))
         return (np.repeat(masks[..., None], 3, axis=-1),)
 
 

@@ -10,8 +10,11 @@ refusal becomes the HTTP 400 ComfyUI answers, a node's failure the ``execution_e
 and the nodes comfyq records as executed and as cached become ComfyUI's ``executing`` and
 ``execution_cached`` messages.
 
-What comfyq deliberately does otherwise, and the endpoints it does not have, are the overrides
-and skips at the end of this file, each with its reason.
+comfyq's two deliberate differences replace the two tests they contradict, each asserting what
+comfyq does instead (``TestExecution.test_full_cache``: output nodes always run again;
+``TestExecution.test_missing_node_error``: a graph with one invalid output is refused whole). The
+tests of endpoints comfyq does not have skip, saying why: ``/history`` listing offsets (7) and
+partial execution targets (6).
 """
 
 from __future__ import annotations
@@ -44,13 +47,13 @@ pytest.importorskip("torch", reason="ComfyUI's execution tests and their node pa
                                     "(pip install -e '.[torch]')")
 pytest.importorskip("websocket", reason="ComfyUI's test module imports websocket-client")
 
-from comfyq.catalog.object_info import build_catalog  # noqa: E402
-from comfyq.catalog.validation import PromptValidationError, validate_prompt  # noqa: E402
-from comfyq.execution.executor import GraphError, NodeExecutionError  # noqa: E402
-from comfyq.execution.inprocess import InProcessBackend  # noqa: E402
-from comfyq.execution.registry import NodeRegistry, load_packs  # noqa: E402
-from comfyq.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
-from comfyq.run_context import RunContext  # noqa: E402
+from comfyq.catalog.object_info import build_catalog
+from comfyq.catalog.validation import PromptValidationError, validate_prompt
+from comfyq.execution.executor import GraphError, NodeExecutionError
+from comfyq.execution.inprocess import InProcessBackend
+from comfyq.execution.registry import NodeRegistry, load_packs
+from comfyq.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from comfyq.run_context import RunContext
 
 
 def _load_suite_module(alias: str, path: Path) -> ModuleType:
@@ -140,13 +143,14 @@ class ComfyqClient:
                 prompt, None, context, lambda node_id, *_: executed.append(node_id))
         except PromptValidationError as refused:  # VALIDATE_INPUTS, before any node runs
             raise _http_400(refused.body) from refused
+        # ComfyUI's client raises a bare Exception carrying the execution_error message.
         except NodeExecutionError as failed:
-            raise Exception(dict(failed.as_dict(), prompt_id=prompt_id)) from failed
+            raise Exception(dict(failed.as_dict(), prompt_id=prompt_id)) from failed  # noqa: TRY002
         except GraphError as failed:
-            raise Exception({"prompt_id": prompt_id, "node_id": None,
+            raise Exception({"prompt_id": prompt_id, "node_id": None,  # noqa: TRY002
                              "exception_type": "GraphError",
                              "exception_message": str(failed)}) from failed
-        return {"executed_nodes": executed, "cached_nodes": list(getattr(context, "cached_nodes", [])),
+        return {"executed_nodes": executed, "cached_nodes": list(context.cached_nodes),
                 "outputs": outputs}
 
     def _image(self, item: dict[str, str]) -> Any:
@@ -195,7 +199,54 @@ class _OnComfyq:
 
 
 class TestExecution(_OnComfyq, comfyui_execution.TestExecution):
-    """ComfyUI's ``TestExecution``, on comfyq."""
+    """ComfyUI's ``TestExecution``, on comfyq, with comfyq's two deliberate differences."""
+
+    def test_full_cache(self, client: ComfyqClient, builder: Any) -> None:
+        """ComfyUI's test with comfyq's answer for output nodes: they always run again, so each
+        run writes its own files; every other node comes from the cache."""
+        g = builder
+        input1 = g.node("StubImage", content="BLACK", height=512, width=512, batch_size=1)
+        input2 = g.node("StubImage", content="NOISE", height=512, width=512, batch_size=1)
+        mask = g.node("StubMask", value=0.5, height=512, width=512, batch_size=1)
+        lazy_mix = g.node("TestLazyMixImages", image1=input1.out(0), image2=input2.out(0),
+                          mask=mask.out(0))
+        save = g.node("SaveImage", images=lazy_mix.out(0))
+
+        first = client.run(g)
+        second = client.run(g)
+        for node in (input1, input2, mask, lazy_mix):
+            assert not second.did_run(node), f"node {node.id} ran, but should have been cached"
+            assert second.was_cached(node)
+        assert second.did_run(save), "an output node runs again in each run (comfyq)"
+        assert first.get_output(save)["images"] != second.get_output(save)["images"]
+
+    def test_missing_node_error(self, client: ComfyqClient, builder: Any) -> None:
+        """ComfyUI runs the valid outputs of a graph and drops an invalid one; comfyq refuses
+        the whole graph (a run does all its outputs or none), then runs the repaired one."""
+        g = builder
+        input1 = g.node("StubImage", content="BLACK", height=512, width=512, batch_size=1)
+        g.node("StubImage", id="removeme", content="WHITE", height=512, width=512, batch_size=1)
+        input2 = g.lookup_node("removeme")
+        input3 = g.node("StubImage", content="WHITE", height=512, width=512, batch_size=1)
+        mask = g.node("StubMask", value=0.5, height=512, width=512, batch_size=1)
+        mix1 = g.node("TestLazyMixImages", image1=input1.out(0), image2=input2.out(0),
+                      mask=mask.out(0))
+        mix2 = g.node("TestLazyMixImages", image1=input1.out(0), image2=input3.out(0),
+                      mask=mask.out(0))
+        g.node("SaveImage", images=mix1.out(0))
+        valid_output = g.node("SaveImage", images=mix2.out(0))
+        g.remove_node("removeme")
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            client.run(g)
+        assert refused.value.code == 400
+        body = json.loads(refused.value.read())
+        assert body["error"]["type"] == "prompt_outputs_failed_validation"
+        assert mix1.id in body["node_errors"]
+
+        g.node("StubImage", id="removeme", content="WHITE", height=512, width=512, batch_size=1)
+        repaired = client.run(g)
+        assert len(repaired.get_images(valid_output)) == 1
 
 
 class TestAsyncNodes(_OnComfyq, comfyui_async.TestAsyncNodes):

@@ -799,13 +799,17 @@ class ReferenceLoadImage:
 REFERENCE_MANIFEST = json.loads((REFERENCE / "graphs.json").read_text())
 
 
+@pytest.mark.parametrize("tensors", [
+    "numpy",
+    pytest.param("torch", marks=pytest.mark.skipif(not TORCH_IMPORTS,
+                                                   reason="torch is not installed here"))])
 @pytest.mark.parametrize("name", sorted(REFERENCE_MANIFEST["graphs"]))
-def test_nodes_reproduce_comfyui_reference_pngs(name: str, tmp_path: Path) -> None:
+def test_nodes_reproduce_comfyui_reference_pngs(name: str, tensors: str, tmp_path: Path) -> None:
     entry = REFERENCE_MANIFEST["graphs"][name]
     context = RunContext(run_id="ref", output_dir=tmp_path / "output", temp_dir=tmp_path / "temp")
     classes = {**NODE_CLASS_MAPPINGS, "LoadImage": ReferenceLoadImage}
     with running(context):
-        outputs = execute_graph(entry["graph"], classes, context)
+        outputs = execute_graph(entry["graph"], classes, context, tensor_library=tensors)
     records = [image for ui in outputs.values() for image in ui["images"]]
     comfyui_records = entry["comfyui_records"]
     assert len(records) == len(comfyui_records)
