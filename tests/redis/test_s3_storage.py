@@ -7,6 +7,7 @@ with the record."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -202,3 +203,18 @@ def test_s3_storage_needs_a_bucket_and_http_urls(monkeypatch):
     assert refused.value.problems == [
         "COMFYQ_S3_ENDPOINT_URL: expected a URL starting with http:// or https://",
         "COMFYQ_S3_BUCKET: required when COMFYQ_STORAGE is s3"]
+
+
+def test_a_large_output_goes_up_in_parts(s3, s3_env, tmp_path):
+    from comfyq.storage import RunFiles, output_storage
+    from comfyq.storage.s3 import MULTIPART_BYTES
+
+    env = s3_env(COMFYQ_S3_PREFIX="large")
+    settings = Settings(**s3_settings(env), data_dir=tmp_path)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(MULTIPART_BYTES + 1024))
+    url = output_storage(settings).keep(RunFiles("large-run", "e1"), big, "large-run/big.bin")
+    assert url == f"s3://{BUCKET}/large/large-run/e1/big.bin"
+    head = s3.client().head_object(Bucket=BUCKET, Key="large/large-run/e1/big.bin")
+    assert head["ContentLength"] == big.stat().st_size
+    assert head["ETag"].strip('"').endswith("-2")  # a multipart upload of two parts
