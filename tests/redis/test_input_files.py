@@ -171,7 +171,7 @@ def test_a_runs_external_lora_input_is_fetched_by_its_worker(upload, settings):
     graph = {
         "1": {"class_type": "ComfyUIDeployExternalLora", "inputs": {"input_id": "lora"}},
         "2": {"class_type": "ComfyDeployOutputText",
-              "inputs": {"text": ["1", 0], "filename_prefix": "lora-path"}},
+              "inputs": {"text": ["1", 0], "filename_prefix": "lora-path", "file_type": "txt"}},
     }
     run_id = client.submit({"workflow_id": "inputs", "workflow_api_json": graph,
                             "inputs": {"lora": answer.file_url},
