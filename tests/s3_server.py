@@ -36,23 +36,28 @@ class S3Server:
 
     def settings_env(self, prefix: str = "runs") -> dict[str, str]:
         """Environment of a comfyq process that keeps outputs in this server's bucket."""
-        return {**S3_CREDENTIALS, "COMFYQ_STORAGE": "s3", "COMFYQ_S3_ENDPOINT_URL": self.endpoint_url,
-                "COMFYQ_S3_REGION": "us-east-1", "COMFYQ_S3_BUCKET": BUCKET,
+        return {**S3_CREDENTIALS, "COMFYQ_STORAGE": "s3",
+                "COMFYQ_S3_ENDPOINT_URL": self.endpoint_url, "COMFYQ_S3_REGION": "us-east-1", "COMFYQ_S3_BUCKET": BUCKET,
                 "COMFYQ_S3_PREFIX": prefix, "COMFYQ_S3_ADDRESSING_STYLE": "path"}
 
     def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                            config=Config(s3={"addressing_style": "path"}))
+        return s3_client(self.endpoint_url)
 
     def keys(self, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
                                                                         Prefix=prefix)
         return sorted(entry["Key"] for page in pages for entry in page.get("Contents", []))
+
+
+def s3_client(endpoint_url: str) -> Any:
+    """A boto3 client of the server at ``endpoint_url``, with the tests' credentials."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1",
+                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(s3={"addressing_style": "path"}))
 
 
 def moto_command(host: str, port: int) -> list[str]:

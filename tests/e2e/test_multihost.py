@@ -39,7 +39,7 @@ from tests.netns import HostNetwork, NamespacesUnavailable, NamespaceThread, lef
 from tests.e2e.test_web import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, sign_in
 from tests.ops_helpers import comfyq_command
 from tests.paths import MULTIHOST_NODES, REPO
-from tests.s3_server import BUCKET, S3_CREDENTIALS, moto_command, wait_for_s3
+from tests.s3_server import BUCKET, S3_CREDENTIALS, moto_command, s3_client, wait_for_s3
 
 comfydeploy = pytest.importorskip("comfydeploy", reason="pip install 'comfydeploy>=0.6,<0.7'")
 pytest.importorskip("moto", reason="pip install 'moto[server]>=5,<6'")
@@ -141,12 +141,7 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
                dict(os.environ), "s3")
         endpoint = f"http://{address['s3']}:5000"
         wait_for_s3(endpoint)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
-                     ).create_bucket(Bucket=BUCKET)
+        s3_client(endpoint).create_bucket(Bucket=BUCKET)
         common = {
             **os.environ, **S3_CREDENTIALS, "PYTHONPATH": str(REPO),
             "COMFYQ_REDIS_URL": f"redis://{address['redis']}:6379/0",
@@ -324,11 +319,7 @@ def _check_outputs(fleet: Fleet, app: App, run: Any, prefix: str) -> tuple[str, 
 
 def _object_workers(fleet: Fleet, run_id: str) -> dict[str, str]:
     """key -> the worker that uploaded it, of every object the run has in the bucket."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=f"http://{fleet.address('s3')}:5000",
-                      region_name="us-east-1", aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    s3 = s3_client(f"http://{fleet.address('s3')}:5000")
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"fleet/{run_id}/").get("Contents", [])
     return {entry["Key"]: s3.head_object(Bucket=BUCKET, Key=entry["Key"])["Metadata"]["worker"]
             for entry in listing}
