@@ -8,7 +8,8 @@
 - **Lost messages**: a run recorded ``queued`` whose message is in neither its queue nor the
   broker's unacked set (a broker that lost data, a publish that failed half-way) is re-published.
 - **Retention**: index entries of expired records and output files older than the retention go;
-  with S3 storage, a run's objects go with its record.
+  with S3 storage, a run's objects go with its record. Uploaded input files older than the
+  retention go too.
 
 Each function takes what it needs and returns how many runs it acted on, so the Celery tasks in
 ``tasks.maintenance`` stay thin and the logic is testable on its own. The time is the store's
@@ -31,6 +32,7 @@ from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.settings import Settings
 from comfyq.storage import output_storage
+from comfyq.storage.uploads import uploads_dir
 
 logger = logging.getLogger(__name__)
 
@@ -172,14 +174,20 @@ def expire_old_runs(store: RunStore, settings: Settings) -> int:
     cutoff = store.clock() - settings.run_retention_seconds
     created = store.indexes.created(until=cutoff)
     stale = [run_id for run_id, exists in zip(created, store.exist(created)) if not exists]
+    storage = output_storage(settings)
     try:
-        output_storage(settings).delete_runs(stale)
+        storage.delete_runs(stale)
     except Exception as error:  # storage unreachable: the index keeps them for the next pass
         logger.warning("could not delete the stored files of %d expired run(s): %s",
                        len(stale), error)
         stale = []
     store.indexes.forget_created(stale)
-    for root in (settings.output_dir, settings.data_dir.resolve() / "temp"):
+    try:
+        storage.delete_uploads_before(cutoff)
+    except Exception as error:  # storage unreachable: the next pass tries again
+        logger.warning("could not delete old uploaded files: %s", error)
+    for root in (settings.output_dir, settings.data_dir.resolve() / "temp",
+                 uploads_dir(settings)):
         for folder in _older_than(root, cutoff):
             shutil.rmtree(folder, ignore_errors=True)
     return len(stale)

@@ -14,8 +14,8 @@ class LocalStorage:
     """Files stay where the worker wrote them, under ``COMFYQ_DATA_DIR/outputs``; their URL is
     ``file://`` (this host only) or under ``COMFYQ_OUTPUT_URL_BASE`` when that folder is served.
 
-    Retention of local folders goes by their age (the reaper sweeps them), so
-    :meth:`delete_runs` has nothing to do.
+    Retention of local folders (outputs, temp files, uploads) goes by their age: the reaper
+    sweeps them, so :meth:`delete_runs` and :meth:`delete_uploads_before` have nothing to do.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -28,4 +28,7 @@ class LocalStorage:
         return f"{self.url_base.rstrip('/')}/{quote(name)}"
 
     def delete_runs(self, run_ids: Iterable[str]) -> int:
+        return 0
+
+    def delete_uploads_before(self, cutoff: float) -> int:
         return 0

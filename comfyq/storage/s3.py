@@ -171,13 +171,23 @@ class S3Storage:
             deleted += self._delete_under(self._run_prefix(run_id))
         return deleted
 
+    def delete_uploads_before(self, cutoff: float) -> int:
+        return self._delete_under(self.uploads_prefix, before=cutoff)
+
+    @property
+    def uploads_prefix(self) -> str:
+        """Where uploaded input files are kept: ``<prefix>/uploads/``."""
+        return f"{self.config.prefix}/uploads/" if self.config.prefix else "uploads/"
+
     def _run_prefix(self, run_id: str) -> str:
         return f"{self.config.prefix}/{run_id}/" if self.config.prefix else f"{run_id}/"
 
-    def _delete_under(self, prefix: str) -> int:
+    def _delete_under(self, prefix: str, before: float | None = None) -> int:
+        """Delete the objects under ``prefix`` (only those last written before ``before``)."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix)
-        keys = [entry["Key"] for page in pages for entry in page.get("Contents", [])]
+        keys = [entry["Key"] for page in pages for entry in page.get("Contents", [])
+                if before is None or entry["LastModified"].timestamp() < before]
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = [{"Key": key} for key in keys[start:start + _DELETE_BATCH]]
             self.client.delete_objects(Bucket=self.bucket,

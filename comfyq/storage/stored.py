@@ -47,3 +47,8 @@ class OutputStorage(Protocol):
     def delete_runs(self, run_ids: Iterable[str]) -> int:
         """Delete every file kept for these runs; how many were deleted."""
         ...
+
+    def delete_uploads_before(self, cutoff: float) -> int:
+        """Delete the uploaded input files kept since before ``cutoff`` (a Unix time); how
+        many were deleted."""
+        ...

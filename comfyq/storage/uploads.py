@@ -2,7 +2,8 @@
 
 With S3 storage an upload goes to ``<prefix>/uploads/<file_id>/<name>`` and its URL is what a
 reader of an output gets (presigned, or under the public base URL), so any worker can fetch it.
-With local storage it goes to ``COMFYQ_DATA_DIR/uploads/<file_id>/<name>`` and its URL is
+Uploads are kept as long as finished runs (``COMFYQ_RUN_RETENTION_SECONDS``). With local
+storage it goes to ``COMFYQ_DATA_DIR/uploads/<file_id>/<name>`` and its URL is
 ``file://``: only workers on the API's own host can read it (the input fetcher accepts ``file://``
 URLs inside that folder and nowhere else).
 """
@@ -49,8 +50,7 @@ def keep_upload(settings: Settings, source: BinaryIO, name: str | None,
     file_name = safe_file_name(name)
     if settings.storage == "s3":
         storage = s3_storage(settings)
-        key = "/".join(part for part in (storage.config.prefix, "uploads", file_id, file_name)
-                       if part)
+        key = f"{storage.uploads_prefix}{file_id}/{file_name}"
         storage.upload_stream(source, key, content_type or "application/octet-stream")
         return StoredUpload(file_id, file_name, storage.url(storage.bucket, key))
     target = uploads_dir(settings) / file_id / file_name

@@ -184,3 +184,20 @@ def test_a_runs_external_lora_input_is_fetched_by_its_worker(upload, settings):
     assert kept.read_bytes() == content
     [text_file] = output_files(run.outputs)  # the path the LoRA input gave, as the run wrote it
     assert requests.get(text_file.url, timeout=10).text == str(kept)
+
+
+def test_retention_deletes_old_uploads(upload, settings, s3, fresh_redis):
+    from comfyq.runs.store import RunStore
+    from comfyq.scheduler import reaper
+    from tests.redis.moving_time import MovableClock
+
+    answer = upload("old.bin", b"old")
+    store, clock = RunStore(fresh_redis), MovableClock()
+    store.clock = clock
+    retained = settings.model_copy(update={"run_retention_seconds": 60})
+    clock.advance(30)
+    reaper.expire_old_runs(store, retained)
+    assert s3.keys(f"inputs/uploads/{answer.file_id}/") != []  # not old enough yet
+    clock.advance(31)
+    reaper.expire_old_runs(store, retained)
+    assert s3.keys(f"inputs/uploads/{answer.file_id}/") == []
