@@ -59,22 +59,85 @@ def _import_pack(entry: Path):
     return module
 
 
+#: Why a pack or class written for ComfyUI's V3 node API is refused at load.
+V3_REFUSAL = (
+    "uses ComfyUI's V3 node API (comfy_api.latest: io.ComfyNode, define_schema/execute, "
+    "comfy_entrypoint), which comfyq's in-process engine does not run; run it on workers backed "
+    "by a ComfyUI server (comfyq worker --comfyui-url), which run V3 nodes natively")
+
+
+def is_v3_class(node_class: object) -> bool:
+    """Whether a class is a ComfyUI V3 node (``io.ComfyNode``: ``define_schema``/``execute``)."""
+    return isinstance(node_class, type) and (
+        callable(getattr(node_class, "define_schema", None))
+        or any(base.__name__ in ("ComfyNode", "_ComfyNodeInternal")
+               for base in node_class.__mro__))
+
+
+def _is_v3_import_error(error: BaseException) -> bool:
+    """A pack that imports ``comfy_api`` where ComfyUI is not installed is a V3 pack."""
+    name = getattr(error, "name", None) or ""
+    return isinstance(error, ModuleNotFoundError) and name.split(".")[0] == "comfy_api"
+
+
+def _declares_v3_entrypoint(entry: Path) -> bool:
+    """Whether a pack's top module defines ``comfy_entrypoint`` (a V3 pack), read without
+    importing it: such a pack imports ComfyUI's modules first, which fail here anyway."""
+    location = entry / "__init__.py" if entry.is_dir() else entry
+    try:
+        source = location.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "def comfy_entrypoint(" in source
+
+
+def _refuse(registry: NodeRegistry, where: str, reason: str) -> None:
+    registry.failed_packs[where] = reason
+    logger.error("custom node pack %s refused: %s", where, reason)
+
+
 def load_packs(directories: Iterable[Path], registry: NodeRegistry) -> None:
-    """Add every pack found in ``directories`` to ``registry``."""
+    """Add every pack found in ``directories`` to ``registry``.
+
+    A pack, or a class of a pack, written for ComfyUI's V3 node API is refused with
+    :data:`V3_REFUSAL` (listed with the failed packs, so ``comfyq nodes`` shows it): V3 nodes
+    run inside ComfyUI's own runtime (class cloning, hidden-input injection, ``NodeOutput``,
+    extensions registered through ``comfy_api``, which only ships with ComfyUI), and comfyq's
+    ComfyUI-server backend runs them as ComfyUI does.
+    """
     for directory in directories:
         for entry in _pack_entries(Path(directory)):
+            if _declares_v3_entrypoint(entry):
+                _refuse(registry, str(entry), V3_REFUSAL)
+                continue
             try:
                 module = _import_pack(entry)
-                mappings = module.NODE_CLASS_MAPPINGS
             except Exception as error:  # a broken pack must not stop the worker
+                if _is_v3_import_error(error):
+                    _refuse(registry, str(entry), V3_REFUSAL)
+                    continue
                 registry.failed_packs[str(entry)] = "".join(
                     traceback.format_exception_only(error)).strip()
                 logger.error("custom node pack %s failed to load:\n%s", entry,
                              traceback.format_exc())
                 continue
-            registry.classes.update(mappings)
+            mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
+            if mappings is None:
+                if hasattr(module, "comfy_entrypoint"):
+                    _refuse(registry, str(entry), V3_REFUSAL)
+                else:
+                    registry.failed_packs[str(entry)] = (
+                        "AttributeError: the pack defines no NODE_CLASS_MAPPINGS")
+                continue
+            kept = {}
+            for class_name, node_class in mappings.items():
+                if is_v3_class(node_class):
+                    _refuse(registry, f"{entry} ({class_name})", V3_REFUSAL)
+                else:
+                    kept[class_name] = node_class
+            registry.classes.update(kept)
             registry.display_names.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}) or {})
-            logger.info("loaded custom node pack %s (%d classes)", entry.name, len(mappings))
+            logger.info("loaded custom node pack %s (%d classes)", entry.name, len(kept))
 
 
 @functools.cache
