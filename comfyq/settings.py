@@ -162,6 +162,10 @@ class Settings(BaseSettings):
         None, description="Public URL of the bucket's prefix; outputs then get plain URLs under "
         "it instead of presigned ones.",
     )
+    s3_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest one S3 request waits to connect, or for the next bytes "
+        "to go out or come back, before that attempt fails."
+    )
     s3_upload_retry_seconds: float = Field(
         30.0, ge=0, description="How long a worker keeps retrying an output upload before the "
         "run fails, saying so.",

@@ -108,6 +108,26 @@ class HostNetwork:
     def heal(self, name: str) -> None:
         _ip("-n", self.switch, "link", "set", self.hosts[name].port, "up")
 
+    def shape(self, name: str, rate: str) -> None:
+        """Let traffic towards host ``name`` through at ``rate`` only (``tc`` notation, e.g.
+        ``16mbit``), so a transfer to it lasts long enough to be cut mid-way."""
+        subprocess.run(["tc", "-n", self.switch, "qdisc", "replace", "dev",
+                        self.hosts[name].port, "root", "tbf", "rate", rate, "burst", "64kb",
+                        "latency", "2s"], check=True, capture_output=True, timeout=30)
+
+    def unshape(self, name: str) -> None:
+        subprocess.run(["tc", "-n", self.switch, "qdisc", "del", "dev", self.hosts[name].port,
+                        "root"], check=False, capture_output=True, timeout=30)
+
+    def bytes_unsent(self, name: str, address: str, port: int) -> int:
+        """Bytes host ``name`` has sent to ``address:port`` that are not acknowledged yet."""
+        lines = subprocess.run(
+            ["ip", "netns", "exec", self.hosts[name].namespace, "ss", "-tnH", "state",
+             "established", "dst", f"{address}:{port}"],
+            capture_output=True, text=True, check=False, timeout=30).stdout.splitlines()
+        # With a state filter ss prints no state column: Recv-Q, Send-Q, local, peer.
+        return max((int(line.split()[1]) for line in lines if line.split()), default=0)
+
     def close(self) -> None:
         """Remove every namespace (their links go with them) and the test's own link."""
         for namespace in reversed(self._namespaces):

@@ -25,9 +25,6 @@ from comfyq.storage.stored import RunFiles
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for the S3 server to accept a connection, and for the next bytes of an answer.
-CONNECT_TIMEOUT_SECONDS = 3.0
-READ_TIMEOUT_SECONDS = 30.0
 #: First and longest pause between two upload attempts (doubling in between).
 FIRST_RETRY_DELAY_SECONDS = 0.25
 LONGEST_RETRY_DELAY_SECONDS = 4.0
@@ -54,13 +51,14 @@ class S3Config:
     url_lifetime_seconds: int
     public_base_url: str | None
     upload_retry_seconds: float
+    timeout_seconds: float
 
     @classmethod
     def of(cls, settings: Settings) -> S3Config:
         return cls(settings.s3_bucket, settings.s3_prefix.strip("/"), settings.s3_endpoint_url,
                    settings.s3_region, settings.s3_addressing_style,
                    settings.s3_url_lifetime_seconds, settings.s3_public_base_url,
-                   settings.s3_upload_retry_seconds)
+                   settings.s3_upload_retry_seconds, settings.s3_timeout_seconds)
 
 
 def s3_storage(settings: Settings) -> S3Storage:
@@ -93,8 +91,8 @@ class S3Storage:
             "s3", endpoint_url=self.config.endpoint_url, region_name=self.config.region,
             config=Config(signature_version="s3v4",
                           s3={"addressing_style": self.config.addressing_style},
-                          connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                          read_timeout=READ_TIMEOUT_SECONDS,
+                          connect_timeout=self.config.timeout_seconds,
+                          read_timeout=self.config.timeout_seconds,
                           # comfyq's own loop retries for as long as the settings say.
                           retries={"mode": "standard", "total_max_attempts": 2}))
 

@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +51,10 @@ GPU_HOSTS = ("gpu-a", "gpu-b")
 #: How long the slow node of a run takes on its worker.
 SLOW_SECONDS = 4.0
 LEASE_TTL_SECONDS = 2.0
+#: Side of the noisy image whose upload is cut (a PNG of about 4 MB), and the rate of s3's link
+#: meanwhile (about two seconds for it).
+NOISY_SIDE = 1200
+UPLOAD_RATE = "16mbit"
 
 
 @dataclass
@@ -79,9 +82,10 @@ class Fleet:
         return "\n".join(f"--- {host} ---\n{self.log(host)[-2500:]}" for host in self.logs)
 
 
-def _start(fleet_logs: dict[str, Path], processes: list, host: Any, argv: list[str],
+def _start(logs: dict[str, Path], folder: Path, processes: list, host: Any, argv: list[str],
            env: dict[str, str], log_name: str) -> subprocess.Popen:
-    log = fleet_logs.setdefault(log_name, fleet_logs["root"].parent / f"{log_name}.log")
+    """``argv`` on ``host``, its output in ``folder/<log_name>.log``."""
+    log = logs.setdefault(log_name, folder / f"{log_name}.log")
     with open(log, "ab") as output:
         process = subprocess.Popen(host.command(*argv), env=env, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -127,17 +131,17 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
     except NamespacesUnavailable as error:
         pytest.skip(f"cannot create network namespaces here (`ip netns add` failed: {error})")
     root = tmp_path_factory.mktemp("multihost")
-    logs = {"root": root / "root.log"}
+    logs: dict[str, Path] = {}
     processes: list[subprocess.Popen] = []
     app: NamespaceThread | None = None
     try:
         hosts = {name: network.add_host(name)
                  for name in ("redis", "s3", "api", *GPU_HOSTS, "app")}
         address = {name: host.address for name, host in hosts.items()}
-        _start(logs, processes, hosts["redis"],
+        _start(logs, root, processes, hosts["redis"],
                ["redis-server", "--bind", address["redis"], "--port", "6379", "--save", "",
                 "--appendonly", "no", "--protected-mode", "no"], dict(os.environ), "redis")
-        _start(logs, processes, hosts["s3"], moto_command(address["s3"], 5000),
+        _start(logs, root, processes, hosts["s3"], moto_command(address["s3"], 5000),
                dict(os.environ), "s3")
         endpoint = f"http://{address['s3']}:5000"
         wait_for_s3(endpoint)
@@ -149,7 +153,7 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
             "COMFYQ_STORAGE": "s3", "COMFYQ_S3_ENDPOINT_URL": endpoint,
             "COMFYQ_S3_REGION": "us-east-1", "COMFYQ_S3_BUCKET": BUCKET,
             "COMFYQ_S3_PREFIX": "fleet", "COMFYQ_S3_ADDRESSING_STYLE": "path",
-            "COMFYQ_S3_UPLOAD_RETRY_SECONDS": "60",
+            "COMFYQ_S3_UPLOAD_RETRY_SECONDS": "60", "COMFYQ_S3_TIMEOUT_SECONDS": "3",
             "COMFYQ_LEASE_TTL_SECONDS": str(LEASE_TTL_SECONDS),
             "COMFYQ_MAINTENANCE_INTERVAL_SECONDS": "0.5",
             "COMFYQ_WEBHOOK_ALLOWED_NETWORKS": f"{address['app']}/32",
@@ -159,15 +163,15 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
         for name in ("COMFYQ_WEBHOOK_ALLOW_LOOPBACK", "COMFYQ_WEBHOOK_ALLOW_PRIVATE"):
             common.pop(name, None)
         data_dirs = {name: root / f"data-{name}" for name in ("api", *GPU_HOSTS)}
-        _start(logs, processes, hosts["api"],
+        _start(logs, root, processes, hosts["api"],
                [*comfyq_command(), "api", "--host", address["api"], "--port", "8000"],
                {**common, "COMFYQ_API_TOKENS": TOKEN,
                 "COMFYQ_DATA_DIR": str(data_dirs["api"])}, "api")
-        _start(logs, processes, hosts["api"],
+        _start(logs, root, processes, hosts["api"],
                [*comfyq_command(), "worker", "--cpu-only", "--hostname", "api"],
                {**common, "COMFYQ_DATA_DIR": str(data_dirs["api"])}, "api-callbacks")
         for name in GPU_HOSTS:
-            _start(logs, processes, hosts[name],
+            _start(logs, root, processes, hosts[name],
                    [*comfyq_command(), "worker", "--gpus", "T4", "--no-callbacks", "--no-beat",
                     "--hostname", name],
                    {**common, "COMFYQ_DATA_DIR": str(data_dirs[name])}, name)
@@ -197,12 +201,16 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
 
 # --- what the app host does, through ComfyDeploy's SDK ---------------------------------------
 
-def _graph(prefix: str, color: int, seconds: float) -> dict[str, Any]:
+def _graph(prefix: str, color: int, seconds: float, side: int = 0,
+           noise: float = 0.0) -> dict[str, Any]:
+    """EmptyImage (64x48, or ``side`` square) -> MultiHostSlowPass -> SaveImage."""
     return {
         "1": {"class_type": "EmptyImage",
-              "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": color}},
+              "inputs": {"width": side or 64, "height": side or 48, "batch_size": 1,
+                         "color": color}},
         "2": {"class_type": "MultiHostSlowPass", "inputs": {"image": ["1", 0],
-                                                            "seconds": seconds}},
+                                                            "seconds": seconds,
+                                                            "noise": noise}},
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
                                                     "filename_prefix": prefix}},
     }
@@ -386,21 +394,32 @@ def test_a_gpu_host_cut_off_mid_run_hands_the_run_to_the_other(fleet, app, recor
 
 def test_storage_cut_off_during_an_upload_is_retried_and_the_run_ends_right(fleet, app,
                                                                             record_counts):
-    run_id = app.queue(_graph("retried", 0x778899, 1.0))
-    host = _wait(lambda: _executing_host(fleet, run_id), 30, "the run started", fleet)
-    before = len(re.findall(rf"run {run_id}: upload of .* failed", fleet.log(host)))
-    fleet.network.cut("s3")
+    # An incompressible output and a slow link to s3: its upload lasts seconds, long enough to
+    # cut s3 off while the worker's bytes are on their way.
+    fleet.network.shape("s3", UPLOAD_RATE)
     try:
-        _wait(lambda: re.search(rf"run {run_id}: upload of .* failed", fleet.log(host)), 40,
-              "an upload attempt that failed", fleet)
+        run_id = app.queue(_graph("retried", 0x778899, 0.2, side=NOISY_SIDE, noise=1.0))
+        host = _wait(lambda: _executing_host(fleet, run_id), 30, "the run started", fleet)
+        in_flight = _wait(lambda: fleet.network.bytes_unsent(host, fleet.address("s3"), 5000)
+                          > 64 * 1024, 30, "the upload under way", fleet)
+        fleet.network.cut("s3")
+        try:
+            cut_while_unsent = fleet.network.bytes_unsent(host, fleet.address("s3"), 5000)
+            failed = rf"run {run_id}: upload of .* failed"
+            _wait(lambda: re.search(failed, fleet.log(host)), 40,
+                  "the cut upload's attempt failing", fleet)
+        finally:
+            fleet.network.heal("s3")
+        run, seen = app.follow(run_id, timeout=90)
     finally:
-        fleet.network.heal("s3")
-    run, seen = app.follow(run_id, timeout=90)
+        fleet.network.unshape("s3")
+    assert in_flight and cut_while_unsent > 0
     assert run.status == "success", (run.error, fleet.tails())
-    _check_outputs(fleet, app, run, "retried")
-    failures = len(re.findall(rf"run {run_id}: upload of .* failed", fleet.log(host)))
-    assert before == 0 and failures >= 1
-    record_counts(upload_failures=failures, statuses="->".join(seen))
+    _, downloaded = _check_outputs(fleet, app, run, "retried")
+    failures = len(re.findall(failed, fleet.log(host)))
+    assert failures >= 1 and len(downloaded) > 1_000_000
+    record_counts(upload_failures=failures, unsent_bytes_at_cut=cut_while_unsent,
+                  output_bytes=len(downloaded), statuses="->".join(seen))
 
 
 def _thumbnail_width(api_url: str, run_id: str, filename: str) -> int:

@@ -29,7 +29,7 @@ from comfyq.scheduler import reaper
 from comfyq.settings import SettingsError, environment_settings, Settings, reset_settings
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import run_comfyq
-from tests.s3_server import BUCKET, S3_CREDENTIALS, free_port, moto_server
+from tests.s3_server import BUCKET, TcpRelay, free_port, moto_server
 
 pytest.importorskip("moto", reason="pip install 'moto[server]>=5,<6'")
 pytest.importorskip("boto3", reason="pip install 'boto3>=1.34,<2'")
@@ -159,9 +159,9 @@ def test_an_unreachable_server_is_retried_then_fails_the_run(make_client, s3_env
 
 
 def test_an_upload_retries_through_a_server_outage_and_the_run_succeeds(
-        make_client, s3_env, caplog):
-    port = free_port()
-    env = s3_env(COMFYQ_S3_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        make_client, s3, s3_env, caplog):
+    relay = TcpRelay(int(s3.endpoint_url.rsplit(":", 1)[1]))  # down: nothing listens
+    env = s3_env(COMFYQ_S3_ENDPOINT_URL=relay.endpoint_url, COMFYQ_S3_PREFIX="outage",
                  COMFYQ_S3_UPLOAD_RETRY_SECONDS="30")
     client = make_client(**s3_settings(env))
     outcome = {}
@@ -172,15 +172,17 @@ def test_an_upload_retries_through_a_server_outage_and_the_run_succeeds(
         while not any("retrying" in record.getMessage() for record in caplog.records):
             assert time.monotonic() < deadline, "no upload attempt failed"
             time.sleep(0.05)
-        with moto_server(port=port) as server:  # the server comes back (empty: bucket made)
+        relay.up()  # the server is back
+        try:
             worker.join(60)
             run = client.get_run(outcome["run_id"])
-            assert run.status == RunStatus.SUCCESS, run.error
-            [file] = output_files(run.outputs)
-            assert requests.get(file.url, timeout=10).content == (
-                client.settings.output_dir / run.id / "invert_00001_.png").read_bytes()
-            [key] = server.keys()
-            assert key.startswith(f"runs/{run.id}/") and key.endswith("/invert_00001_.png")
+        finally:
+            relay.down()
+    assert run.status == RunStatus.SUCCESS, run.error
+    [key] = s3.keys(f"outage/{run.id}/")
+    assert key.endswith("/invert_00001_.png")
+    assert s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read() == (
+        client.settings.output_dir / run.id / "invert_00001_.png").read_bytes()
 
 
 def test_retention_deletes_a_runs_objects_with_its_record(make_client, s3, s3_env, clock):
