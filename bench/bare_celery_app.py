@@ -10,7 +10,7 @@ how Celery was set up.
   in its run record: the round-trip baselines wait on it, and its worker runs the tasks below
   (``celery -A bench.bare_celery_app:results_app worker -Q bench.bare``).
 
-The broker is ``BENCH_REDIS_URL``, set by ``bench.local_deployment.start_deployment`` to the
+The broker is ``BENCH_BROKER_URL`` if set, else ``BENCH_REDIS_URL``, set by ``bench.local_deployment.start_deployment`` to the
 benchmark's own Valkey; there is no default, so a baseline never reaches a user's Redis.
 """
 
@@ -33,7 +33,9 @@ def plain_celery_app(*, results: bool) -> Celery:
     if not url:
         raise RuntimeError("BENCH_REDIS_URL is unset: start the benchmark's own Valkey with "
                            "bench.local_deployment.start_deployment first")
-    config = celery_config(Settings(redis_url=url, broker_url=None))
+    # The broker is the same Valkey unless BENCH_BROKER_URL names another (bench_brokers.py).
+    config = celery_config(Settings(redis_url=url,
+                                    broker_url=os.environ.get("BENCH_BROKER_URL") or None))
     config["task_queues"] = [*config["task_queues"], Queue(BARE_QUEUE)]
     app = Celery("bench", set_as_current=False)
     app.conf.update(config)

@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, fi
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfyq.gpu_types import COMFYDEPLOY_GPU_TYPES
+from comfyq.redis_urls import REDIS_URL_SCHEMES, is_sentinel, parse_sentinel_url
 
 
 def _json(text: str, shape: str) -> Any:
@@ -69,6 +70,9 @@ def _split_float_mapping(value: Any) -> Any:
 
 
 def _check_port(url: str) -> str:
+    if is_sentinel(url):
+        parse_sentinel_url(url)
+        return url
     try:
         urlsplit(url).port
     except ValueError:
@@ -76,8 +80,6 @@ def _check_port(url: str) -> str:
     return url
 
 
-#: URL schemes redis-py connects with.
-REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 StrMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_mapping)]
@@ -221,7 +223,8 @@ class Settings(BaseSettings):
     )
     outage_retry_seconds: float = Field(
         10.0, ge=0, description="How long a submit keeps retrying Redis and the broker through "
-        "a restart or failover before it fails (the run is then not kept)."
+        "a restart or failover before it fails (the run is then not kept); a worker's writes "
+        "of a run retry Redis as long."
     )
     run_retention_seconds: float = Field(
         7 * 24 * 3600.0, gt=0, description="How long finished run records are kept."

@@ -24,7 +24,10 @@ from comfyq.webhooks.settings import get_webhook_settings
 
 @functools.cache
 def redis_client() -> redis.Redis:
-    return connect(get_settings().redis_url)
+    # A run's writes (progress, heartbeat, its end) ride out a Redis restart or a Sentinel
+    # failover instead of failing the run; the lease fences a write retried too late.
+    settings = get_settings()
+    return connect(settings.redis_url, retry_seconds=settings.outage_retry_seconds)
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from kombu import Exchange, Queue
 from comfyq.broker.names import CALLBACKS_QUEUE, MAINTENANCE_QUEUE, gpu_queue
 from comfyq.broker.priorities import MAX_PRIORITY
 from comfyq.broker.transports import is_amqp
+from comfyq.redis_urls import is_sentinel, parse_sentinel_url
 from comfyq.settings import Settings
 
 
@@ -36,11 +37,15 @@ def gpu_queue_arguments(settings: Settings) -> dict[str, Any] | None:
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """kombu's options for the broker's transport; each line says why."""
-    if is_amqp(settings.effective_broker_url):
+    url = settings.effective_broker_url
+    if is_amqp(url):
         # Publisher confirms: a submit returns only once RabbitMQ has the message (on disk,
         # since messages are persistent and queues durable), so an accepted run is not lost.
         return {"confirm_publish": True}
-    return {
+    # Through Redis Sentinel, kombu asks the sentinels for this master (and asks again after
+    # a failover).
+    sentinel = {"master_name": parse_sentinel_url(url).master} if is_sentinel(url) else {}
+    return {**sentinel,
         # Redis redelivers unacked messages after this; it must outlast the longest run.
         "visibility_timeout": max(1, int(settings.visibility_timeout_seconds)),
         # Look for messages past their visibility timeout often enough for that timeout.
@@ -51,13 +56,18 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def kombu_broker_url(url: str) -> str:
+    """The broker URL as kombu reads it: a ``redis+sentinel://`` one in kombu's own form."""
+    return parse_sentinel_url(url).kombu_url() if is_sentinel(url) else url
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for long GPU runs; each line says why."""
     gpu_arguments = gpu_queue_arguments(settings)
     queues = [*(declared_queue(gpu_queue(gpu), gpu_arguments) for gpu in settings.gpu_types),
               declared_queue(CALLBACKS_QUEUE), declared_queue(MAINTENANCE_QUEUE)]
     return {
-        "broker_url": settings.effective_broker_url,
+        "broker_url": kombu_broker_url(settings.effective_broker_url),
         # Ack after the run ends, so a run whose worker dies mid-way is delivered again.
         "task_acks_late": True,
         # A pool process killed mid-run (OOM, SIGKILL) puts its message back on the queue.

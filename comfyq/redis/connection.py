@@ -9,11 +9,14 @@ restart (their writes are idempotent).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+from comfyq.redis_urls import is_sentinel, parse_sentinel_url, redis_location
+
+__all__ = ["async_redis_client", "redis_client", "redis_location", "retries_within"]
 
 #: Seconds between health checks of an idle pooled connection.
 HEALTH_CHECK_INTERVAL_SECONDS = 30
@@ -49,28 +52,40 @@ def _options(timeout: float | None, retries: int) -> dict[str, Any]:
     return options
 
 
-def redis_location(url: str) -> str:
-    """A Redis URL without its credentials, for messages and logs."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # its message would quote the text after the host, a password maybe
-        port = ":(not a port)"
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
 def redis_client(url: str, *, timeout: float | None = None,
                  retry_seconds: float = 0.0) -> redis.Redis:
-    """A client of the Redis at ``url``.
+    """A client of the Redis at ``url`` (through its sentinels for ``redis+sentinel://``).
 
     :param timeout: seconds a connect or a reply may take (None: wait as long as it takes).
-    :param retry_seconds: how long a command is retried through a broken connection.
+    :param retry_seconds: how long a command is retried through a broken connection (a
+        failover included: each retry asks the sentinels for the primary again).
     """
-    return redis.Redis.from_url(url, **_options(timeout, retries_within(retry_seconds)))
+    options = _options(timeout, retries_within(retry_seconds))
+    if is_sentinel(url):
+        from redis.sentinel import Sentinel
+
+        return _primary(Sentinel, url, timeout, options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _primary(sentinel_class: Any, url: str, timeout: float | None,
+             options: dict[str, Any]) -> Any:
+    """A client of the primary the sentinels of ``url`` name now (and after a failover)."""
+    address = parse_sentinel_url(url)
+    sentinel_timeout = QUICK_TIMEOUT_SECONDS if timeout is None else timeout
+    sentinels = sentinel_class(list(address.sentinels),
+                               sentinel_kwargs={"socket_timeout": sentinel_timeout,
+                                                "socket_connect_timeout": sentinel_timeout})
+    return sentinels.master_for(address.master, db=address.db, username=address.username,
+                                password=address.password, **options)
 
 
 def async_redis_client(url: str, *, timeout: float | None = None) -> Any:
     """A ``redis.asyncio`` client of the Redis at ``url``; it belongs to the running loop."""
     import redis.asyncio as aioredis
 
+    if is_sentinel(url):
+        from redis.asyncio.sentinel import Sentinel
+
+        return _primary(Sentinel, url, timeout, _options(timeout, 0))
     return aioredis.Redis.from_url(url, **_options(timeout, 0))

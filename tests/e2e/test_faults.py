@@ -26,6 +26,7 @@ import redis
 
 from comfyq import Client, RunStatus
 from comfyq.devtools.local_fleet import LocalFleet
+from comfyq.redis.connection import redis_client
 from comfyq.settings import Settings
 from comfyq.webhooks.settings import WebhookSettings
 from tests.e2e.processes import gpu_workers, pool_processes, worker_name
@@ -77,8 +78,7 @@ def running_fleet(gpus: list[str], env: dict[str, str], log: Path, *args: str,
     fleet = LocalFleet(gpus, env, extra_args=args, log_path=str(log))
     fleet.start()
     try:
-        fleet.wait_ready(redis.Redis.from_url(env["COMFYQ_REDIS_URL"], decode_responses=True),
-                         timeout=90, callbacks=callbacks)
+        fleet.wait_ready(redis_client(env["COMFYQ_REDIS_URL"]), timeout=90, callbacks=callbacks)
         yield fleet
     except Exception:
         print(log.read_text()[-4000:])
@@ -268,11 +268,13 @@ class PacedSubmitter:
     """Submits a short run every ``pause`` seconds on a thread, counting what was accepted and
     what was refused; ``attempted`` counts the submits begun."""
 
-    def __init__(self, client: Client, pause: float = 0.03) -> None:
-        self.client, self.pause = client, pause
+    def __init__(self, client: Client, pause: float = 0.03, **fields: Any) -> None:
+        self.client, self.pause, self.fields = client, pause, fields
         self.attempted = 0
         self.accepted: dict[int, str] = {}
         self.refused: list[str] = []
+        #: (began, ended) of each submit, by its number: how long each one waited.
+        self.times: dict[int, tuple[float, float]] = {}
         self._stop = threading.Event()
         # Held around each submit: pausing takes it, so no submit is in flight while paused.
         self._turn = threading.Lock()
@@ -295,10 +297,13 @@ class PacedSubmitter:
     def _submit_one(self) -> None:
         self.attempted += 1
         number = self.attempted
+        began = time.monotonic()
         try:
-            self.accepted[number] = self.client.submit(slow_request(0.02, tag=str(number)))
+            self.accepted[number] = self.client.submit(slow_request(0.02, tag=str(number),
+                                                                    **self.fields))
         except Exception as error:  # noqa: BLE001 - counting refusals is the point
             self.refused.append(f"{type(error).__name__}: {str(error)[:60]}")
+        self.times[number] = (began, time.monotonic())
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

@@ -1,7 +1,8 @@
 """A custom node pack for the fault tests: a slow step that records each execution in Redis,
 and a step that hangs without ever reporting progress (a node blocked in C code, a hung download).
 
-Every execution appends ``start`` and, if it completes, ``end`` entries (with its pid and process
+Every execution appends ``start`` and, if it completes, ``end`` (``abort`` when an error stops
+it) entries (with its pid and process
 group) to ``comfyq-test:executions:<run_id>``, so a test can prove no run ran twice at once and
 see which process executed it.
 """
@@ -9,8 +10,7 @@ see which process executed it.
 import os
 import time
 
-import redis
-
+from comfyq.redis.connection import redis_client
 from comfyq.run_context import ProgressBar, current_context
 
 #: Seconds between two progress reports (and cancellation points) of the slow step.
@@ -22,7 +22,8 @@ _client = None
 def _redis():
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(os.environ["COMFYQ_REDIS_URL"], decode_responses=True)
+        # comfyq's own factory, so a Sentinel URL works too; retried through a failover.
+        _client = redis_client(os.environ["COMFYQ_REDIS_URL"], retry_seconds=30)
     return _client
 
 
@@ -46,9 +47,13 @@ class FaultTestSlowStep:
         _record(run_id, "start")
         steps = max(1, int(seconds / STEP_SECONDS))
         bar = ProgressBar(steps)
-        for _ in range(steps):
-            time.sleep(seconds / steps)
-            bar.update(1)
+        try:
+            for _ in range(steps):
+                time.sleep(seconds / steps)
+                bar.update(1)
+        except Exception:
+            _record(run_id, "abort")  # stopped by an error (a cancel, Redis gone): it ended here
+            raise
         _record(run_id, "end")
         return {"ui": {"text": [f"{tag} done by {os.getpid()}"]}, "result": ()}
 
@@ -65,9 +70,16 @@ class FaultTestHang(FaultTestSlowStep):
         return {"ui": {"text": [f"{tag} hung for {seconds:g} s in {os.getpid()}"]}, "result": ()}
 
 
+#: Replicas each entry must reach before the node goes on (the failover test sets 1), so an
+#: entry is not lost with a primary killed before it replicated.
+REPLICAS = int(os.environ.get("COMFYQ_TEST_EXECUTIONS_REPLICAS", "0"))
+
+
 def _record(run_id, kind):
     entry = f"{kind}:{os.getpid()}:{os.getpgrp()}:{time.time()!r}"
     _redis().rpush(executions_key(run_id), entry)
+    if REPLICAS:
+        _redis().execute_command("WAIT", REPLICAS, 200)
 
 
 NODE_CLASS_MAPPINGS = {"FaultTestSlowStep": FaultTestSlowStep, "FaultTestHang": FaultTestHang}
