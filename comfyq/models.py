@@ -221,6 +221,9 @@ class WorkflowRunModel(BaseModel):
     cached_nodes: list[str] | None = Field(
         None, description="The nodes answered from the worker's cache instead (ComfyUI's "
         "`execution_cached`); known once execution starts.")
+    blocked_nodes: list[dict[str, Any]] | None = Field(
+        None, description="Nodes an ExecutionBlocker with a message stopped (`node_id`, "
+        "`node_type`, `exception_message`); the run went on, as in ComfyUI.")
     attempts: int = 0
     webhook_attempts: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -143,6 +143,8 @@ class RunRunner:
         context.report_cached = progress.nodes_cached
 
         def finish(status: RunStatus, **fields: Any) -> RunStatus:
+            if context.blocked_nodes:
+                fields["blocked_nodes"] = context.blocked_nodes
             return self._finish(run_id, record, active.lease, status,
                                 **progress.node_fields(), **fields)
 

@@ -83,7 +83,7 @@ def run_model(record: dict[str, Any]) -> WorkflowRunModel:
             "id", "workflow_id", "workflow_inputs", "workflow_api", "machine_id", "origin",
             "gpu", "live_status", "webhook", "webhook_status", "webhook_intermediate_status",
             "worker", "error", "workflow_version_id", "deployment_id", "deployment_version",
-            "executed_nodes", "cached_nodes")},
+            "executed_nodes", "cached_nodes", "blocked_nodes")},
         status=RunStatus(record["status"]),
         progress=record.get("progress") or 0.0,
         attempts=record.get("attempts") or 0,

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from comfyq.execution.blocking import ExecutionBlocker
 from comfyq.execution.inprocess import InProcessBackend
 from comfyq.execution.runner import RunRunner, WorkerIdentity
 from comfyq.models import RunStatus
@@ -45,6 +46,20 @@ class Show:
         return {"ui": {"text": [str(value)]}}
 
 
+class Gate:
+    """Blocks its value with a message when told to."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"value": ("INT", {}), "closed": ("BOOLEAN", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value: int, closed: bool) -> tuple:
+        return (ExecutionBlocker("the gate is closed") if closed else value,)
+
+
 GRAPH = {"1": {"class_type": "Number", "inputs": {"value": 3}},
          "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
 
@@ -59,7 +74,8 @@ def execute(runner: RunRunner, store: RunStore, run_id: str, graph: dict) -> dic
 def test_the_record_names_executed_and_cached_nodes(fresh_redis: redis.Redis,
                                                     tmp_path: Path) -> None:
     store = RunStore(fresh_redis)
-    backend = InProcessBackend({"Number": Number, "Show": Show}, apply_inputs=lambda g, _: g)
+    backend = InProcessBackend({"Number": Number, "Show": Show, "Gate": Gate},
+                               apply_inputs=lambda g, _: g)
     runner = RunRunner(store, Settings(data_dir=tmp_path), backend, WorkerIdentity("w1"),
                        RunHooks())
 
@@ -81,3 +97,13 @@ def test_the_record_names_executed_and_cached_nodes(fresh_redis: redis.Redis,
     assert "7 is not allowed" in refused["error"]["exception_message"]
     assert refused["error"]["node_errors"]["1"]["errors"][0]["type"] == \
         "custom_validation_failed"
+
+    gated_graph = {**GRAPH, "3": {"class_type": "Gate", "inputs": {"value": ["1", 0],
+                                                                  "closed": True}},
+                   "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    gated = execute(runner, store, "run-4", gated_graph)
+    assert gated["status"] == "success"
+    assert [output["node_id"] for output in gated["outputs"]] == ["2"]
+    assert gated["blocked_nodes"] == [{
+        "node_id": "4", "node_type": "Show", "exception_type": "ExecutionBlocked",
+        "exception_message": "Execution Blocked: the gate is closed"}]

@@ -8,6 +8,7 @@ The node classes here are small, written as custom node packs write them; none n
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections import Counter
 from pathlib import Path
@@ -577,3 +578,40 @@ def test_values_between_nodes_are_numpy_without_torch(tmp_path: Path) -> None:
                        "2": node("Look", image=["1", 0])}, classes, context,
                       tensor_library="numpy")
     assert isinstance(seen[0], np.ndarray) and seen[0].shape == (1, 2, 4, 3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_values_between_nodes_are_torch_tensors_with_torch(tmp_path: Path) -> None:
+    import torch
+
+    seen: list[Any] = []
+
+    class Look:
+        @classmethod
+        def INPUT_TYPES(cls) -> dict:
+            return {"required": {"image": ("IMAGE", {}), "mask": ("MASK", {})}}
+
+        RETURN_TYPES = ("IMAGE",)
+        FUNCTION = "run"
+
+        def run(self, image: Any, mask: Any) -> tuple:
+            seen.extend([image, mask])
+            return (image * (1 - mask[..., None]),)
+
+    from comfyq.nodes import NODE_CLASS_MAPPINGS
+
+    classes = {**NODE_CLASS_MAPPINGS, "Look": Look}
+    graph = {"1": node("EmptyImage", width=4, height=2, batch_size=1, color=0xFF0000),
+             "2": node("SolidMask", value=0.25, width=4, height=2),
+             "3": node("Look", image=["1", 0], mask=["2", 0]),
+             "4": node("ImageInvert", image=["3", 0]),
+             "5": node("Look", image=["4", 0], mask=["2", 0]),
+             "6": node("PreviewImage", images=["5", 0])}
+    context = new_context(tmp_path)
+    with running(context):
+        execute_graph(graph, classes, context, tensor_library="torch")
+    assert all(isinstance(value, torch.Tensor) and value.dtype == torch.float32
+               and value.device.type == "cpu" for value in seen)
+    assert seen[0].shape == (1, 2, 4, 3) and seen[1].shape == (1, 2, 4)
+    assert isinstance(seen[2], torch.Tensor), "a built-in's output reaches the next node as torch"
+    assert torch.allclose(seen[2][0, 0, 0], torch.tensor([0.25, 1.0, 1.0]))
