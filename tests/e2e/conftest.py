@@ -4,16 +4,17 @@ their reports, listed at the end of every run."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import redis
 
 
-@pytest.fixture(scope="session")
-def fleet_settings(redis_url, tmp_path_factory):
-    """Settings shared by the test fleet's workers and the tests' client."""
+def fleet_environment(redis_url: str, data_dir, broker_url: str | None = None):
+    """The environment of a test fleet's workers, and the settings of the tests' client."""
     from comfyq.settings import Settings
 
-    data_dir = tmp_path_factory.mktemp("comfyq-data")
     env = {
         "COMFYQ_REDIS_URL": redis_url,
         "COMFYQ_GPU_TYPES": "A100,T4",
@@ -23,19 +24,18 @@ def fleet_settings(redis_url, tmp_path_factory):
         "COMFYQ_WEBHOOK_ALLOW_LOOPBACK": "true",
         "COMFYQ_WEBHOOK_SCHEDULE": "0,0.2,0.5,1,1",
         "COMFYQ_WEBHOOK_JITTER": "0",
+        **({"COMFYQ_BROKER_URL": broker_url} if broker_url else {}),
     }
-    settings = Settings(redis_url=redis_url, gpu_types=["A100", "T4"], default_gpu="T4",
-                        data_dir=data_dir, progress_interval_seconds=0)
+    settings = Settings(redis_url=redis_url, broker_url=broker_url, gpu_types=["A100", "T4"],
+                        default_gpu="T4", data_dir=data_dir, progress_interval_seconds=0)
     return env, settings
 
 
-@pytest.fixture(scope="session")
-def fleet(fleet_settings, tmp_path_factory):
-    """A real ``comfyq worker --gpus A100,T4`` (two GPU workers, callbacks, beat) for the session."""
+@contextlib.contextmanager
+def ready_fleet(env: dict[str, str], log) -> Iterator:
+    """A real ``comfyq worker --gpus A100,T4`` (two GPU workers, callbacks, beat), ready."""
     from comfyq.devtools.local_fleet import LocalFleet
 
-    env, _ = fleet_settings
-    log = tmp_path_factory.mktemp("logs") / "fleet.log"
     with LocalFleet(["A100", "T4"], env, log_path=str(log)) as running_fleet:
         client = redis.Redis.from_url(env["COMFYQ_REDIS_URL"], decode_responses=True)
         try:
@@ -44,6 +44,19 @@ def fleet(fleet_settings, tmp_path_factory):
             print(log.read_text()[-5000:])
             raise
         yield running_fleet
+
+
+@pytest.fixture(scope="session")
+def fleet_settings(redis_url, tmp_path_factory):
+    """Settings shared by the test fleet's workers and the tests' client."""
+    return fleet_environment(redis_url, tmp_path_factory.mktemp("comfyq-data"))
+
+
+@pytest.fixture(scope="session")
+def fleet(fleet_settings, tmp_path_factory):
+    """The session's fleet (:func:`ready_fleet`)."""
+    with ready_fleet(fleet_settings[0], tmp_path_factory.mktemp("logs") / "fleet.log") as running:
+        yield running
 
 
 @pytest.fixture

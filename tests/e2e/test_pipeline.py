@@ -1,15 +1,53 @@
-"""The whole pipeline with real processes: submit -> GPU queue -> pinned worker -> PNG -> webhook."""
+"""The whole pipeline with real processes: submit -> GPU queue -> pinned worker -> PNG -> webhook.
+
+Every test runs once per broker: a fleet of this module's own on a Redis database of its own,
+with Redis as the broker, then with RabbitMQ (a vhost of its own)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 from comfyq import RunStatus
 from comfyq.redis import keys
+from tests.e2e.conftest import fleet_environment, ready_fleet
 from tests.helpers import invert_graph, request
 from tests.ops_helpers import wait_until
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def fleet_settings(request, database_pool, tmp_path_factory):
+    """This module's fleet settings, once per broker (overrides the session's)."""
+    from tests.rabbitmq import fresh_vhost, unavailable_reason
+
+    with contextlib.ExitStack() as stack:
+        broker_url = None
+        if request.param == "rabbitmq":
+            reason = unavailable_reason()
+            if reason:
+                pytest.skip(reason)
+            broker_url = stack.enter_context(fresh_vhost())
+        records_url = stack.enter_context(database_pool.lend())
+        yield fleet_environment(records_url, tmp_path_factory.mktemp("comfyq-data"), broker_url)
+
+
+@pytest.fixture(scope="module")
+def fleet(fleet_settings, tmp_path_factory):
+    with ready_fleet(fleet_settings[0], tmp_path_factory.mktemp("logs") / "fleet.log") as running:
+        yield running
+
+
+@pytest.fixture
+def redis_client(fleet_settings):
+    client = redis.Redis.from_url(fleet_settings[0]["COMFYQ_REDIS_URL"], decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def worker_of(fleet, redis_client, gpu_type: str) -> str:
