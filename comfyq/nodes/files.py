@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from comfyq.nodes.resample import to_uint8
+from comfyq.run_context import current_context
 
 _SEPARATORS = re.compile(r"[\\/]+")
 
@@ -86,8 +88,8 @@ def save_target(root: Path, root_subfolder: str, filename_prefix: str, width: in
         filename_prefix = _expand_variables(filename_prefix, width, height)
     sub_parts, filename = split_prefix(filename_prefix)
     folder = root.joinpath(*sub_parts)
-    resolved_root = root.resolve()
-    if not folder.resolve().is_relative_to(resolved_root):
+    # Only sub-folders can lead elsewhere (through a symbolic link); the run's folder is its own.
+    if sub_parts and not folder.resolve().is_relative_to(root.resolve()):
         raise UnsafeFilenamePrefix(
             f"filename_prefix {filename_prefix!r}: resolves outside the run's folder")
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,10 +99,18 @@ def save_target(root: Path, root_subfolder: str, filename_prefix: str, width: in
 
 def next_counter(folder: Path, filename: str) -> int:
     """One more than the highest ``<filename>_<counter>_`` in ``folder`` (1 when none)."""
-    pattern = re.compile(re.escape(filename) + r"_(\d+)_", re.IGNORECASE)
-    counters = [int(match.group(1)) for entry in folder.iterdir()
-                if (match := pattern.match(entry.name))]
-    return max(counters, default=0) + 1
+    # String tests, not a regular expression: previews' prefixes are random, so a pattern
+    # compiled per call would never come from re's cache.
+    prefix = filename.lower() + "_"
+    highest = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name.lower()
+            if name.startswith(prefix):
+                digits, separator, _ = name[len(prefix):].partition("_")
+                if separator and digits.isdecimal():
+                    highest = max(highest, int(digits))
+    return highest + 1
 
 
 def write_new_file(target: SaveTarget, counter: int, extension: str, data: bytes,
@@ -132,10 +142,34 @@ def png_metadata(prompt: Any = None, extra_pnginfo: Mapping[str, Any] | None = N
     """ComfyUI's PNG text chunks: the prompt and each extra_pnginfo entry, as JSON."""
     metadata = PngInfo()
     if prompt is not None:
-        metadata.add_text("prompt", json.dumps(prompt))
+        metadata.add_text("prompt", _prompt_json(prompt))
     for key, value in (extra_pnginfo or {}).items():
         metadata.add_text(key, json.dumps(value))
     return metadata
+
+
+#: The last prompt written into a PNG and its JSON: every image of a run carries the same
+#: prompt (a graph of hundreds of nodes is most of a small preview's cost), so it is encoded once.
+#: Keyed by the run too, so a graph object reused, changed, by a later run is encoded afresh.
+_last_prompt: tuple[Any, str | None, str] | None = None
+
+
+def _prompt_json(prompt: Any) -> str:
+    global _last_prompt
+    run_id = _current_run_id()
+    last = _last_prompt
+    if last is not None and last[0] is prompt and last[1] == run_id:
+        return last[2]
+    text = json.dumps(prompt)
+    _last_prompt = (prompt, run_id, text)
+    return text
+
+
+def _current_run_id() -> str | None:
+    try:
+        return current_context().run_id
+    except RuntimeError:
+        return None
 
 
 def encode_image(picture: Image.Image, file_type: str, *, quality: int = 80,
