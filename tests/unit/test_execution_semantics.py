@@ -615,3 +615,67 @@ def test_values_between_nodes_are_torch_tensors_with_torch(tmp_path: Path) -> No
     assert seen[0].shape == (1, 2, 4, 3) and seen[1].shape == (1, 2, 4)
     assert isinstance(seen[2], torch.Tensor), "a built-in's output reaches the next node as torch"
     assert torch.allclose(seen[2][0, 0, 0], torch.tensor([0.25, 1.0, 1.0]))
+
+
+def test_dynprompt_shows_the_growing_graph_to_nodes_that_ask(tmp_path: Path) -> None:
+    seen: list[tuple] = []
+
+    class Inspect:
+        @classmethod
+        def INPUT_TYPES(cls) -> dict:
+            return {"required": {"value": ("INT", {})},
+                    "hidden": {"dynprompt": "DYNPROMPT", "unique_id": "UNIQUE_ID",
+                               "prompt": "PROMPT"}}
+
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "run"
+
+        def run(self, value: int, dynprompt: Any, unique_id: str, prompt: dict) -> tuple[int]:
+            seen.append((unique_id, dynprompt.get_real_node_id(unique_id),
+                         dynprompt.get_node(unique_id)["class_type"],
+                         dynprompt.has_node("1"), sorted(prompt)))
+            return (value,)
+
+    class ExpandToInspect:
+        @classmethod
+        def INPUT_TYPES(cls) -> dict:
+            return {"required": {"value": ("INT", {})}}
+
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "run"
+
+        def run(self, value: int) -> dict:
+            return {"result": (["inner", 0],),
+                    "expand": {"inner": node("Inspect", value=value)}}
+
+    classes = {**CLASSES, "Inspect": Inspect, "ExpandToInspect": ExpandToInspect}
+    context = new_context(tmp_path)
+    with running(context):
+        outputs = execute_graph({"1": node("Number", value=9),
+                                 "2": node("ExpandToInspect", value=["1", 0]),
+                                 "3": node("Record", value=["2", 0])}, classes, context)
+    assert outputs["3"]["values"] == [9]
+    assert seen == [("inner", "2", "Inspect", True, ["1", "2", "3"])]
+
+
+def test_comfyuis_graph_builder_gets_comfyuis_id_prefix_per_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    prefixes: list[tuple] = []
+
+    class GraphBuilder:  # what comfy_execution.graph_utils.GraphBuilder records
+        @classmethod
+        def set_default_prefix(cls, root: str, call_index: int, graph_index: int = 0) -> None:
+            prefixes.append((root, call_index, graph_index))
+
+    module = types.ModuleType("comfy_execution.graph_utils")
+    module.GraphBuilder = GraphBuilder
+    monkeypatch.setitem(__import__("sys").modules, "comfy_execution.graph_utils", module)
+    outputs, _ = run({"1": node("MakeList", first=2, second=3),
+                      "2": node("MixedExpansion", value=["1", 0]),
+                      "3": node("Record", value=["2", 0])}, tmp_path)
+    assert outputs["3"]["values"] == [20, 30]
+    # As in ComfyUI, before every call of every node: (node id, call index, 0).
+    assert [prefix for prefix in prefixes if prefix[0] == "2"] == [("2", 0, 0), ("2", 1, 0)]
+    assert ("1", 0, 0) in prefixes
