@@ -83,8 +83,10 @@ def queued_by_gpu(store: RunStore) -> tuple[dict[str, dict[str, float]], bool]:
 def indexed_waiting(broker: Broker, queued: dict[str, float], complete: bool, gpu_type: str,
                     moment: float) -> Waiting:
     """Like :func:`waiting_runs`, from the queued runs of ``queued_by_gpu``; the depth is the
-    broker's count of ready messages when the window did not hold every queued run."""
-    depth = len(queued) if complete else max(len(queued), broker.queue_depth(gpu_type))
+    broker's count of ready messages when the window did not hold every queued run. The broker
+    is asked either way, so a broker that does not answer is reported, not hidden."""
+    ready = broker.queue_depth(gpu_type)
+    depth = len(queued) if complete else max(len(queued), ready)
     oldest = min(queued, key=queued.__getitem__, default=None)
     if oldest is None:
         return Waiting(depth, None)

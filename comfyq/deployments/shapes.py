@@ -22,7 +22,7 @@ from pydantic import (
 
 from comfyq.errors import InvalidRunRequest
 from comfyq.gpu_types import GPU
-from comfyq.models import InputValue, WebhookURL, request_problems
+from comfyq.models import InputValue, RunPriority, WebhookURL, request_problems
 from comfyq.request_json import load_request_json, refuse_unsafe_values
 
 #: Validation context of DeploymentCreate: the configured machine ids (COMFYQ_MACHINES).
@@ -94,6 +94,7 @@ class DeploymentRunRequest(BaseModel):
     webhook: WebhookURL | None = None
     webhook_intermediate_status: StrictBool | None = False
     gpu: GPU | None = Field(None, description="Overrides the deployment's GPU.")
+    priority: RunPriority | None = None
 
 
 class WorkflowWithName(BaseModel):

@@ -172,6 +172,13 @@ def test_a_deployment_run_may_ask_for_its_own_gpu(client, deployments):
     assert client.get_run(run_id).gpu == "T4"
 
 
+def test_a_deployment_run_may_carry_a_priority(client, deployments):
+    deployed = deployments.deploy("invert", invert_graph(), machine_id="studio-1")
+    plain = client.submit_deployment({"deployment_id": deployed.id})
+    urgent = client.submit_deployment({"deployment_id": deployed.id, "priority": 9})
+    assert client.broker.waiting_run_ids("A100") == [urgent, plain]
+
+
 def test_a_bad_deployment_run_request_names_every_problem(client, fresh_redis):
     assert problems_of(client.submit_deployment, {
         "inputs": "width=4", "webhook": "ftp://example.com/hook", "gpu": "RTX-9000",

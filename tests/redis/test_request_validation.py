@@ -171,3 +171,20 @@ def test_webhook_to_a_private_address_is_refused_at_submit(client, redis_client,
     problems = problems_of(client, request(webhook=url))
     assert list(problems) == ["webhook"], problems
     assert comfyq_keys(redis_client) == []
+
+
+@pytest.mark.parametrize("priority", [10, -1, "high", 1.5, True])
+def test_a_priority_outside_0_to_9_is_refused_naming_the_field(client, priority):
+    problems = problems_of(client, request(priority=priority))
+    assert list(problems) == ["priority"], problems
+    assert client.broker.queue_depth("T4") == 0
+
+
+def test_a_waiting_run_of_a_higher_priority_is_taken_first(client):
+    low = [client.submit(request()) for _ in range(2)]
+    middle = client.submit(request(priority=5))
+    high = client.submit(request(priority=9))
+    # The order a worker would take them in: by priority, then in submission order.
+    assert client.broker.waiting_run_ids("T4") == [high, middle, *low]
+    assert client.store.get_fields(high, ("priority",))["priority"] == 9
+    assert client.store.get_fields(low[0], ("priority",))["priority"] == 0
