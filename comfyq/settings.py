@@ -226,6 +226,14 @@ class Settings(BaseSettings):
         "a restart or failover before it fails (the run is then not kept); a worker's writes "
         "of a run retry Redis as long."
     )
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="Replicas that must have a submitted run's record (Redis WAIT) "
+        "before the submit answers; 0: answer at once (asynchronous replication)."
+    )
+    redis_wait_timeout_seconds: float = Field(
+        1.0, gt=0, description="Longest wait for those replicas; past it the submit answers "
+        "anyway and logs a warning."
+    )
     run_retention_seconds: float = Field(
         7 * 24 * 3600.0, gt=0, description="How long finished run records are kept."
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,6 +50,9 @@ from comfyq.webhooks.safety import UnsafeWebhookURL, check_webhook_url
 from comfyq.webhooks.settings import WebhookSettings, get_webhook_settings
 
 FINAL_STATUS_VALUES = frozenset(status.value for status in FINAL_STATUSES)
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -232,11 +236,25 @@ class Client:
             # it may have written, so a refused submit leaves no run behind.
             self._delete_quietly(runs)
             return [SubmitFailed(f"could not record the run in Redis: {error}")] * len(runs)
+        self._wait_for_replicas()
         errors = [None if inline else self._publish(run) for run in runs]
         for run, error in zip(runs, errors, strict=True):
             if run.announce and error is None:
                 self.hooks.changed(run.run_id, True)
         return errors
+
+    def _wait_for_replicas(self) -> None:
+        """Answer only once ``redis_wait_replicas`` replicas have the records just written, so a
+        failover right after the answer cannot lose them (asynchronous replication would)."""
+        wanted = self.settings.redis_wait_replicas
+        if not wanted:
+            return
+        timeout_ms = max(1, int(self.settings.redis_wait_timeout_seconds * 1000))
+        acknowledged = self.redis.execute_command("WAIT", wanted, timeout_ms)
+        if acknowledged < wanted:
+            logger.warning("only %d of %d Redis replicas acknowledged a submit within %g s; "
+                           "a failover now could lose it", acknowledged, wanted,
+                           self.settings.redis_wait_timeout_seconds)
 
     def _messages(self, runs: Sequence[NewRun]) -> dict[str, list[str]]:
         """The broker messages of ``runs``, by the Redis list each goes on, in order."""
