@@ -19,9 +19,7 @@ Each function takes what it needs and returns how many runs it acted on, so the 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 from comfyq.broker import Broker
 from comfyq.broker.priorities import DEFAULT_PRIORITY
@@ -32,7 +30,7 @@ from comfyq.runs.hooks import RunHooks
 from comfyq.runs.store import RunStore
 from comfyq.settings import Settings
 from comfyq.storage import output_storage
-from comfyq.storage.uploads import uploads_dir
+from comfyq.storage.local import sweep_local_folders
 
 logger = logging.getLogger(__name__)
 
@@ -186,16 +184,7 @@ def expire_old_runs(store: RunStore, settings: Settings) -> int:
         storage.delete_uploads_before(cutoff)
     except Exception as error:  # storage unreachable: the next pass tries again
         logger.warning("could not delete old uploaded files: %s", error)
-    for root in (settings.output_dir, settings.data_dir.resolve() / "temp",
-                 uploads_dir(settings)):
-        for folder in _older_than(root, cutoff):
-            shutil.rmtree(folder, ignore_errors=True)
+    sweep_local_folders(settings, cutoff)
     return len(stale)
-
-
-def _older_than(root: Path, cutoff: float) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return [entry for entry in root.iterdir() if entry.is_dir() and entry.stat().st_mtime < cutoff]
 
 

@@ -117,11 +117,18 @@ class Supervisor:
 
     :param specs: the processes to keep running.
     :param grace_seconds: how long a stopping child may take to finish its run.
+    :param housekeeping: called at the first turn and then every ``housekeeping_seconds``
+        (sweeping this host's old files); a failure is logged, never fatal.
     """
 
-    def __init__(self, specs: Sequence[ChildSpec], grace_seconds: float) -> None:
+    def __init__(self, specs: Sequence[ChildSpec], grace_seconds: float,
+                 housekeeping: Callable[[], object] | None = None,
+                 housekeeping_seconds: float = 300.0) -> None:
         self.specs = list(specs)
         self.grace_seconds = grace_seconds
+        self.housekeeping = housekeeping
+        self.housekeeping_seconds = housekeeping_seconds
+        self._next_housekeeping = 0.0
         self.processes: dict[str, subprocess.Popen] = {}
         self._started_at: dict[str, float] = {}
         self._delay: dict[str, float] = {}
@@ -164,6 +171,18 @@ class Supervisor:
         self._start_gated()
         self._restart_requested()
         self._restart_dead()
+        self._housekeep()
+
+    def _housekeep(self) -> None:
+        moment = time.monotonic()
+        if self.housekeeping is None or moment < self._next_housekeeping:
+            return
+        self._next_housekeeping = moment + self.housekeeping_seconds
+        try:
+            self.housekeeping()
+        except Exception:  # a full disk or a vanished folder must not stop the workers
+            logger.exception("housekeeping failed; trying again in %.0f s",
+                             self.housekeeping_seconds)
 
     def _restart_requested(self) -> None:
         for spec in self.specs:

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from comfyq.cli.documents import read_request
@@ -63,7 +64,14 @@ def _worker(args: argparse.Namespace) -> int:
         where = f" on ComfyUI {server_of[device.index].url}" if device.index in server_of else ""
         print(f"gpu{device.index}: {device.name} -> queue comfyq.gpu.{device.gpu_type}{where}",
               flush=True)
-    return supervisor.Supervisor(specs, grace_seconds=args.grace).run()
+    from comfyq.storage.local import sweep_local_folders
+
+    # Each host sweeps its own data folder: the retention pass of the maintenance task reaches
+    # only the host it runs on.
+    def sweep() -> int:
+        return sweep_local_folders(settings, time.time() - settings.run_retention_seconds)
+
+    return supervisor.Supervisor(specs, grace_seconds=args.grace, housekeeping=sweep).run()
 
 
 def _comfyui_servers(args: argparse.Namespace, settings, devices) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import time
 import uuid
 from pathlib import Path
@@ -53,6 +54,7 @@ def fetch_input(url: str, kind: str = "file", settings: Settings | None = None,
         key.encode()).hexdigest()[:40]
     cached = folder / safe_file_name(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
     if cached.is_file():
+        os.utime(folder)  # in use: the age sweep of this host's folders keeps it
         return cached
     policy = _policy(url, bucket_hosts, webhook_settings or get_webhook_settings())
     try:

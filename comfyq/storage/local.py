@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
@@ -32,3 +33,28 @@ class LocalStorage:
 
     def delete_uploads_before(self, cutoff: float) -> int:
         return 0
+
+
+def local_folders(settings: Settings) -> list[Path]:
+    """The folders of this host's data folder that fill up with one subfolder per run, upload
+    or fetched input: outputs, temp files, uploads and the input cache."""
+    data = settings.data_dir.resolve()
+    return [settings.output_dir, data / "temp", data / "uploads", data / "input-cache"]
+
+
+def sweep_local_folders(settings: Settings, cutoff: float) -> int:
+    """Delete the subfolders of :func:`local_folders` last changed before ``cutoff`` (a Unix
+    time); how many. Each host sweeps its own: the maintenance host in its retention pass, every
+    ``comfyq worker`` host for itself."""
+    swept = 0
+    for root in local_folders(settings):
+        for folder in _older_than(root, cutoff):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept += 1
+    return swept
+
+
+def _older_than(root: Path, cutoff: float) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [entry for entry in root.iterdir() if entry.is_dir() and entry.stat().st_mtime < cutoff]
