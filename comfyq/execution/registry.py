@@ -80,15 +80,23 @@ def _is_v3_import_error(error: BaseException) -> bool:
     return isinstance(error, ModuleNotFoundError) and name.split(".")[0] == "comfy_api"
 
 
+def _top_source(entry: Path) -> str:
+    location = entry / "__init__.py" if entry.is_dir() else entry
+    try:
+        return location.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def _declares_v3_entrypoint(entry: Path) -> bool:
     """Whether a pack's top module defines ``comfy_entrypoint`` (a V3 pack), read without
     importing it: such a pack imports ComfyUI's modules first, which fail here anyway."""
-    location = entry / "__init__.py" if entry.is_dir() else entry
-    try:
-        source = location.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return "def comfy_entrypoint(" in source
+    return "def comfy_entrypoint(" in _top_source(entry)
+
+
+def _imports_comfy_api(entry: Path) -> bool:
+    """Whether a pack without ``NODE_CLASS_MAPPINGS`` is written against ``comfy_api``."""
+    return "comfy_api" in _top_source(entry)
 
 
 def _refuse(registry: NodeRegistry, where: str, reason: str) -> None:
@@ -123,7 +131,7 @@ def load_packs(directories: Iterable[Path], registry: NodeRegistry) -> None:
                 continue
             mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
             if mappings is None:
-                if hasattr(module, "comfy_entrypoint"):
+                if hasattr(module, "comfy_entrypoint") or _imports_comfy_api(entry):
                     _refuse(registry, str(entry), V3_REFUSAL)
                 else:
                     registry.failed_packs[str(entry)] = (
