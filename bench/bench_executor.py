@@ -2,7 +2,9 @@
 
 Graphs of ``--nodes`` nodes in two shapes: a *chain* (each node reads the one before, then one
 output node; every node's cache key covers all before it, ComfyUI's costliest shape) and a
-*wide* graph (pairs of step -> output node side by side, shallow ancestry). Two kinds of nodes:
+*wide* graph (independent source -> output pairs, shallow ancestry; every source has its own
+seed, since both engines answer a node identical to one already run from the cache). Both sides
+must execute every node of every run (checked). Two kinds of nodes:
 
 * ``trivial``: the same three tiny node classes (source, step: +1, output) registered in both
   engines, so the time per node is the executor's own: scheduling, gathering inputs, calling,
@@ -114,15 +116,16 @@ def chain_graph(make: Callable[..., dict], nodes: int, size: int, seed: int) -> 
 
 
 def wide_graph(make: Callable[..., dict], nodes: int, size: int, seed: int) -> dict[str, dict]:
-    """source feeding step -> output pairs (and an output of its own when the count is even)."""
-    graph = {"0": make(None, True, size, seed)}
-    index = 1
-    while index + 1 < nodes:
-        graph[str(index)] = make("0", True, size, seed)
-        graph[str(index + 1)] = make(str(index), False, size, seed)
-        index += 2
-    if index < nodes:
-        graph[str(index)] = make("0", False, size, seed)
+    """Independent source -> output pairs, each source with its own seed (so neither engine
+    finds one branch's results in another's cache entries), plus a lone source's output when
+    the count is odd."""
+    graph: dict[str, dict] = {}
+    for pair in range(nodes // 2):
+        source = str(2 * pair)
+        graph[source] = make(None, True, size, seed * 1000 + pair)
+        graph[str(2 * pair + 1)] = make(source, False, size, seed)
+    if nodes % 2:
+        graph[str(nodes - 1)] = make("0", False, size, seed)
     return graph
 
 
@@ -168,13 +171,18 @@ def comfyq_side(tensors: str, kind: str, shape: str, nodes: int, size: int,
 
 
 class _QuietServer:
-    """What ComfyUI's executor expects of its server: no client listening."""
+    """What ComfyUI's executor expects of its server; with a client listening, it counts the
+    nodes the executor says it executes (timed runs have none: a UI's messages cost time)."""
 
-    client_id = None
+    client_id: str | None = None
     last_node_id = None
 
+    def __init__(self) -> None:
+        self.executed = 0
+
     def send_sync(self, event: str, data: dict, sid: str | None = None) -> None:
-        return None
+        if event == "executing" and data.get("node") is not None:
+            self.executed += 1
 
 
 def comfyui_side(checkout: Path, kind: str, shape: str, nodes: int, size: int,
@@ -190,20 +198,23 @@ def comfyui_side(checkout: Path, kind: str, shape: str, nodes: int, size: int,
     comfyui_nodes.NODE_CLASS_MAPPINGS.update(TRIVIAL_CLASSES)
     folder_paths.set_output_directory(str(folder / "comfyui-output"))
     folder_paths.set_temp_directory(str(folder / "comfyui-temp"))
-    executor = execution.PromptExecutor(_QuietServer())
+    server = _QuietServer()
+    executor = execution.PromptExecutor(server)
     seeds = Seeds()
 
-    def once() -> float:
+    def once(extra_data: dict | None = None) -> float:
         graph = SHAPES[shape](KINDS[kind], nodes, size, seeds())
         prompt_id = uuid.uuid4().hex
         started = time.perf_counter()
         valid, error, outputs, _ = asyncio.run(execution.validate_prompt(prompt_id, graph, None))
         assert valid, error
-        executor.execute(graph, prompt_id, {}, outputs)
+        executor.execute(graph, prompt_id, extra_data or {}, outputs)
         elapsed = time.perf_counter() - started
         assert executor.success
         return elapsed
 
+    once({"client_id": "bench"})  # untimed: every node executes, as the messages say
+    assert server.executed == nodes, f"ComfyUI executed {server.executed} of {nodes} nodes"
     return once
 
 
