@@ -504,9 +504,9 @@ def test_cancel_at_each_stage(database, broker_url, tmp_path, record_counts):
     assert queued_run.status == RunStatus.CANCELLED and queued_run.started_at is None
     assert executions(plain, queued) == []
     assert early_run.status == RunStatus.CANCELLED
-    # Stopped inside its 5 s node: the node started and never completed.
+    # Stopped inside its 5 s node: the node started and the cancel stopped it, never completed.
     assert middle_run.status == RunStatus.CANCELLED and middle_run.progress < 1
-    assert [e[0] for e in executions(plain, middle)] == ["start"]
+    assert [e[0] for e in executions(plain, middle)] == ["start", "abort"]
     assert all(outcomes[stage].cancelled for stage in ("queued", "started", "mid-node"))
     assert outcomes["queued"].status == RunStatus.CANCELLED
     assert not outcomes["finished"].cancelled and "already finished" in outcomes["finished"].message
