@@ -318,8 +318,13 @@ class PromptRun:
             self.context.report_progress(float(data.get("value", 0)), float(data.get("max", 0)),
                                          data.get("node"))
         elif kind == "execution_cached":
-            cached = set(data.get("nodes") or [])
-            self.progress.total = max(len(self.to_run - cached), 1)
+            cached = [str(node) for node in data.get("nodes") or []]
+            self.progress.total = max(len(self.to_run - set(cached)), 1)
+            # The run's record names the user's nodes the server's cache answered.
+            shown = [node for node in cached
+                     if node in self.user_nodes and node not in self.prepared.helper_nodes]
+            self.context.cached_nodes.extend(shown)
+            self.context.report_cached(shown)
         elif kind == "executed":
             if isinstance(data.get("output"), dict):
                 self.executed_outputs[str(data.get("node"))] = data["output"]

@@ -221,6 +221,10 @@ def test_a_finished_prompt_gives_the_recorded_outputs_and_files(replay_of, tmp_p
     saved = (tmp_path / "outputs" / prompt_id / view["params"]["filename"]).read_bytes()
     assert (len(saved), saved[:8].hex()) == (view["body_length"], view["body_first_8_bytes_hex"])
     assert run.started == nodes_started(case, prompt_id)
+    [cached] = [frame["data"]["nodes"] for frame in recorded_frames(case)
+                if frame["type"] == "execution_cached"
+                and frame["data"].get("prompt_id") == prompt_id]
+    assert run.context.cached_nodes == [node for node in cached if node in graph]
     assert replay.unrecorded == []
 
 
