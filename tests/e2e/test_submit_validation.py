@@ -132,8 +132,9 @@ def test_without_a_catalog_structural_accepts_a_graph_no_worker_could_check(empt
     make_client, store = empty_deployment
     graph = invert_graph()
     graph["2"]["class_type"] = "NodeNobodyHas"
-    run_id = make_client("structural").submit(request(graph))
-    assert store.exists(keys.run(run_id)) and store.llen("comfyq.gpu.T4") == 1
+    client = make_client("structural")
+    run_id = client.submit(request(graph))
+    assert store.exists(keys.run(run_id)) and client.broker.waiting_run_ids("T4") == [run_id]
 
 
 def test_without_a_catalog_refuse_refuses_and_keeps_nothing(empty_deployment):
