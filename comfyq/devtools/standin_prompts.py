@@ -10,15 +10,14 @@ are queued and the bad ones come back in ``node_errors`` (200).
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from comfyq import graph as graph_structure
-from comfyq.catalog.validation import NodeChecks, check_prompt
+from comfyq.catalog.validation import check_prompt
 from comfyq.devtools.standin_queue import PromptQueue, QueuedPrompt
+from comfyq.execution.input_validation import class_checks
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def answer_prompt(request: Any, catalog: Mapping[str, Any], node_classes: Mappin
     if "prompt" not in request:
         return _refusal("no_prompt", "No prompt provided", "No prompt provided")
     prompt = request["prompt"]
-    verdict = check_prompt(prompt, catalog, class_checks(node_classes))
+    verdict = check_prompt(prompt, catalog, class_checks(node_classes, prompt))
     if not verdict.good_outputs:
         return PromptAnswer(400, verdict.body)
     prompt_id = str(request.get("prompt_id") or uuid.uuid4())
@@ -62,27 +61,3 @@ def answer_prompt(request: Any, catalog: Mapping[str, Any], node_classes: Mappin
     queue.put(QueuedPrompt(number, prompt_id, prompt, extra_data, verdict.good_outputs))
     return PromptAnswer(200, {"prompt_id": prompt_id, "number": number,
                               "node_errors": verdict.node_errors})
-
-
-def class_checks(node_classes: Mapping[str, type]) -> NodeChecks:
-    """The node checks of the classes that define ``VALIDATE_INPUTS``.
-
-    Like ComfyUI, only literal inputs named in the method's signature are passed, and a result
-    other than True is a ``custom_validation_failed`` error on each of those inputs.
-    """
-    def check(node_id: str, node: Mapping[str, Any]) -> list[dict[str, Any]]:
-        validate = getattr(node_classes.get(node["class_type"]), "VALIDATE_INPUTS", None)
-        if validate is None:
-            return []
-        names = inspect.signature(validate).parameters
-        literals = {name: value for name, value in node.get("inputs", {}).items()
-                    if name in names and graph_structure.as_link(value) is None}
-        result = validate(**literals)
-        if result is True:
-            return []
-        return [{"type": "custom_validation_failed",
-                 "message": "Custom validation failed for node",
-                 "details": name if result is False else f"{name} - {result}",
-                 "extra_info": {"input_name": name}} for name in literals]
-
-    return check
