@@ -167,6 +167,6 @@ def test_openapi_describes_the_deployment_endpoints(api):  # noqa: F811
     assert "404" in queue["responses"]
     schemas = document["components"]["schemas"]
     assert set(schemas["DeploymentRunRequest"]["properties"]) == {
-        "deployment_id", "inputs", "webhook", "webhook_intermediate_status", "gpu"}
+        "deployment_id", "inputs", "webhook", "webhook_intermediate_status", "gpu", "priority"}
     assert {"workflow_id", "workflow_version_id", "machine_id", "environment"} <= set(
         schemas["DeploymentCreate"]["properties"])
