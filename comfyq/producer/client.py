@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ from comfyq.producer.graph_check import check_run_graph
 from comfyq.redis import keys
 from comfyq.redis.connection import redis_client
 from comfyq.runs.codec import run_model
-from comfyq.runs.follow import RunChanges
+from comfyq.runs.follow import RunChanges, subscriber_of_this_thread
 from comfyq.runs.store import RunStore, now
 from comfyq.settings import Settings, get_settings
 from comfyq.webhooks.events import webhook_hooks
@@ -112,6 +113,8 @@ class Client:
         self.hooks = webhook_hooks(self.redis, self.broker.send_webhook_delivery,
                                    self.webhook_settings)
         self.deployments = Deployments(self.redis, self.settings.machines)
+        # Each thread that waits keeps one subscriber connection for all the runs it waits on.
+        self._subscribers = threading.local()
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -342,7 +345,8 @@ class Client:
         :raises RunNotFound: there is no such run.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with RunChanges(self.redis, run_id) as changes:
+        subscriber = subscriber_of_this_thread(self.redis, self._subscribers)
+        with RunChanges(self.redis, run_id, subscriber) as changes:
             # Read after subscribing, so a change between the two is never missed.
             status = self.store.status(run_id)
             while not status.is_final:

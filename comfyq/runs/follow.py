@@ -8,6 +8,8 @@ A follower subscribes first and reads the record after, so no change between the
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,26 +31,50 @@ class RunChanges:
     """The announcements of one run's changes, from the moment the ``with`` block starts.
 
     :param client: a client of the run records (``decode_responses=True``).
+    :param pubsub: a subscriber connection to reuse (:func:`subscriber_of_this_thread`); it
+        is left subscribed to nothing afterwards. A connection of its own by default, closed
+        afterwards.
     """
 
-    def __init__(self, client: redis.Redis, run_id: str) -> None:
+    def __init__(self, client: redis.Redis, run_id: str, pubsub: Any = None) -> None:
         self.client = client
         self.run_id = run_id
+        self.channel = keys.run_updates(run_id)
+        self._given = pubsub
         self._pubsub: Any = None
 
     def __enter__(self) -> RunChanges:
-        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(keys.run_updates(self.run_id))
+        self._pubsub = self._given or self.client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(self.channel)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._pubsub.close()
+        if self._given is None:
+            self._pubsub.close()
+        else:
+            self._pubsub.unsubscribe(self.channel)
 
     def wait(self, timeout: float) -> str | None:
         """The next announcement (a status, or '' for a change of fields only), or None when
         none came within ``timeout`` seconds."""
-        message = self._pubsub.get_message(timeout=timeout)
-        return None if message is None else message["data"]
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = self._pubsub.get_message(timeout=remaining)
+            if message is None:
+                return None
+            # A reused connection may still deliver a message of the run it followed before.
+            if message["channel"] == self.channel:
+                return message["data"]
+        return None
+
+
+def subscriber_of_this_thread(client: redis.Redis, threads: threading.local) -> Any:
+    """A pub/sub connection of ``client`` kept in ``threads`` for the calling thread, so a
+    thread that waits for run after run does not open a connection for each."""
+    pubsub = getattr(threads, "pubsub", None)
+    if pubsub is None:
+        pubsub = threads.pubsub = client.pubsub(ignore_subscribe_messages=True)
+    return pubsub
 
 
 @dataclass(frozen=True)
