@@ -5,15 +5,18 @@ Both sides run the same 3-node model-free graph (EmptyImage -> ImageInvert -> Sa
 (which goes first alternates):
 
 * comfyq: ``Client.submit`` -> Redis -> a real ``comfyq worker --comfyui-url`` process -> POST
-  /prompt, websocket events, /history, /view download into comfyq's output store, run record
-  -> ``Client.wait`` returns the successful run;
+  /prompt, websocket events, the output file taken into comfyq's output store (linked from the
+  server's output folder, which this host shares, as for a server ``--comfyui-path`` launches;
+  ``--over-http`` downloads it with ``/view`` instead), run record -> ``Client.wait`` returns
+  the successful run;
 * direct: POST /prompt with a ``client_id`` whose websocket is already open, until its
   ``execution_success`` frame.
 
 A third side shows the floor: a bare Celery round trip (an echo task, results in Redis, one
 prefork worker; ``bench.bare_celery_app``), since comfyq's route is a Celery round trip plus the
-ComfyUI work. Target: comfyq adds at most 5 ms at p50. Run ``python bench/bench_comfyui.py`` for the stand-in
-ComfyUI (started here), or ``--url http://127.0.0.1:8188`` for a real one.
+ComfyUI work. Target: comfyq adds at most 5 ms at p50. Run ``python bench/bench_comfyui.py`` for
+the stand-in ComfyUI (started here), or ``--url http://127.0.0.1:8188 [--output-dir FOLDER]`` for
+a real one.
 """
 
 from __future__ import annotations
@@ -108,11 +111,14 @@ def bare_round_trip(results_app) -> float:
     return time.perf_counter() - start
 
 
-def measure(url: str, runs: int, warmup: int, work: Path) -> dict[str, list[float]]:
+def measure(url: str, runs: int, warmup: int, work: Path,
+            server_output_dir: Path | None) -> dict[str, list[float]]:
     from comfyq.producer.client import Client
 
     deployment = start_deployment(COMFYQ_DATA_DIR=str(work / "data"),
-                                  COMFYQ_PROGRESS_INTERVAL_SECONDS="0.2")
+                                  COMFYQ_PROGRESS_INTERVAL_SECONDS="0.2",
+                                  **({"COMFYQ_COMFYUI_OUTPUT_DIR": str(server_output_dir)}
+                                     if server_output_dir else {}))
     from bench.bare_celery_app import results_app  # reads the deployment's Valkey address
     bare_worker = deployment.plain_worker("bare")
     try:
@@ -143,6 +149,12 @@ def main() -> int:
     parser.add_argument("--url", help="a running ComfyUI (default: start the stand-in)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--output-dir", type=Path,
+                        help="the server's output folder, when it is on this host (the "
+                             "stand-in's by default); comfyq's worker then takes outputs from "
+                             "it (COMFYQ_COMFYUI_OUTPUT_DIR)")
+    parser.add_argument("--over-http", action="store_true",
+                        help="download outputs over HTTP (/view) even from a server on this host")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="comfyq-bench-comfyui-"))
@@ -152,13 +164,18 @@ def main() -> int:
         standin = StandinProcess(work / "standin", log_path=work / "standin.log").start()
         url = standin.url
     try:
-        samples = measure(url.rstrip("/"), args.runs, args.warmup, work)
+        output_dir = args.output_dir or (work / "standin" / "output" if standin else None)
+        samples = measure(url.rstrip("/"), args.runs, args.warmup, work,
+                          None if args.over_http else output_dir)
     finally:
         if standin is not None:
             standin.stop()
 
     kind = "stand-in ComfyUI" if standin is not None else "ComfyUI"
-    print(f"{kind} at {url}; 3-node model-free graph; submit to success")
+    taken = ("over HTTP (/view)" if args.over_http or not output_dir
+             else f"from its output folder {output_dir}")
+    print(f"{kind} at {url}; 3-node model-free graph; submit to success; comfyq takes the "
+          f"outputs {taken}")
     for side, name in (("comfyq", "comfyq"), ("direct", "direct"), ("celery", "bare Celery")):
         print(summary(name, samples[side]))
     ours, theirs = percentile(samples["comfyq"], 0.5), percentile(samples["direct"], 0.5)

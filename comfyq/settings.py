@@ -252,6 +252,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Default of `comfyq worker --comfyui-url`: one ComfyUI URL per device.",
     )
+    comfyui_output_dir: Path | None = Field(
+        None, description="The output folder of this worker's ComfyUI server when it runs on "
+        "the same host: output files are hard-linked (else copied) from it instead of "
+        "downloaded over HTTP (a file not found there still is). Set for a launched server."
+    )
     comfyui_path: Path | None = Field(
         None, description="Default of `comfyq worker --comfyui-path`: a ComfyUI checkout to "
         "launch once per device."

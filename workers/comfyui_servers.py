@@ -43,6 +43,8 @@ class DeviceServer:
     device: Device
     url: str
     launch: ChildSpec | None = None
+    #: Its output folder, when comfyq launched it on this host.
+    output_dir: Path | None = None
 
 
 def split_urls(value: str | Sequence[str] | None) -> list[str]:
@@ -94,7 +96,8 @@ def launched_servers(checkout: Path, devices: Sequence[Device],
                "CUDA_VISIBLE_DEVICES": "" if device.simulated else str(device.index)}
         spec = ChildSpec(f"comfyui-{device.worker_name}", argv, env, cwd=str(checkout),
                          stop_last=True, restart_request=folders / RESTART_REQUEST_FILE)
-        servers.append(DeviceServer(device, f"http://{LAUNCH_HOST}:{port}", spec))
+        servers.append(DeviceServer(device, f"http://{LAUNCH_HOST}:{port}", spec,
+                                    folders / "output"))
     return servers
 
 
@@ -125,6 +128,8 @@ def with_servers(gpu_specs: Sequence[ChildSpec], servers: Sequence[DeviceServer]
         env = {**spec.env, "COMFYQ_COMFYUI_URL": server.url}
         if server.launch is not None and server.launch.restart_request is not None:
             env["COMFYQ_COMFYUI_RESTART_REQUEST"] = str(server.launch.restart_request)
+        if server.output_dir is not None:
+            env["COMFYQ_COMFYUI_OUTPUT_DIR"] = str(server.output_dir)
         bound.append(ChildSpec(spec.name, spec.argv, env, cwd=spec.cwd,
                                start_gate=ServerAnswers(server.url,
                                                         settings.comfyui_startup_seconds)))

@@ -87,6 +87,8 @@ class ComfyUIOptions:
     :param restart_request: the file that asks the supervisor to restart a launched server
         (None: the server is attached by URL and cannot be restarted).
     :param startup_seconds: how long a run waits for a restarted server to answer.
+    :param output_dir: the server's output folder, when it is on this host (files are taken
+        from it rather than downloaded).
     """
 
     url: str
@@ -98,6 +100,7 @@ class ComfyUIOptions:
     max_output_bytes: int = 4 * 2**30
     restart_request: Path | None = None
     startup_seconds: float = 600.0
+    output_dir: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, url: str) -> ComfyUIOptions:
@@ -108,7 +111,8 @@ class ComfyUIOptions:
                    probe_seconds=settings.comfyui_probe_seconds,
                    max_output_bytes=settings.comfyui_max_output_bytes,
                    restart_request=settings.comfyui_restart_request,
-                   startup_seconds=settings.comfyui_startup_seconds)
+                   startup_seconds=settings.comfyui_startup_seconds,
+                   output_dir=settings.comfyui_output_dir)
 
 
 class ComfyUIBackend:
@@ -207,6 +211,8 @@ class PromptRun:
         self.history: dict[str, Any] | None = None
         self.executed_outputs: dict[str, dict[str, Any]] = {}
         self.retries_left = 1 if self.options.retry_lost_prompt else 0
+        #: Set once the event stream broke: its ``executed`` events may then miss outputs.
+        self.missed_events = False
         self.quick_timeout = min(QUICK_TIMEOUT_SECONDS, self.options.request_timeout)
         self._last_check = self._last_heard = time.monotonic()
 
@@ -390,6 +396,7 @@ class PromptRun:
 
     def _recover(self) -> None:
         """Reconnect and find out what became of the prompt; waits for a silent server."""
+        self.missed_events = True
         self.events.close()
         deadline = time.monotonic() + self.options.unavailable_seconds
         while True:
@@ -439,13 +446,19 @@ class PromptRun:
     def _outputs(self) -> dict[str, dict]:
         """The user's output nodes' ui, their files downloaded.
 
-        The history is the authority; while it is fetched (on a second connection), the files
-        the ``executed`` events named are already being downloaded, so the two round trips
-        overlap. A file only the history names is downloaded after.
+        When every event came on the one stream opened before the prompt was posted, its
+        ``executed`` events hold what ``/history`` would (ComfyUI sends one for each node with
+        ui, cached ones included), so no history is fetched. After a break in the stream the
+        history is the authority: while it is fetched (on a second connection), the files the
+        events named are already being downloaded, so the two round trips overlap, and a file
+        only the history names is downloaded after.
         """
-        fetcher = OutputFetcher(self.client, self.context, self.options.max_output_bytes)
+        fetcher = OutputFetcher(self.client, self.context, self.options.max_output_bytes,
+                                self.options.output_dir)
         if self.history is not None:
             return fetcher.fetch(self.history.get("outputs") or {}, self.user_nodes)
+        if self.succeeded and not self.missed_events:
+            return fetcher.fetch(self.executed_outputs, self.user_nodes)
         entry = self.backend.history_async(self.prompt_id)
         fetcher.prefetch(self.executed_outputs, self.user_nodes)
         history = entry.result()

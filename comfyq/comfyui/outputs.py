@@ -10,6 +10,8 @@ kept as they are.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -48,10 +50,12 @@ class OutputFetcher:
     :param max_bytes: the largest file accepted.
     """
 
-    def __init__(self, client: ComfyUIClient, context: RunContext, max_bytes: int) -> None:
+    def __init__(self, client: ComfyUIClient, context: RunContext, max_bytes: int,
+                 server_output_dir: Path | None = None) -> None:
         self.client = client
         self.context = context
         self.max_bytes = max_bytes
+        self.server_output_dir = server_output_dir
         self._downloaded: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def fetch(self, outputs: Mapping[str, Mapping[str, Any]], node_ids: Iterable[str]
@@ -91,5 +95,29 @@ class OutputFetcher:
         root = self.context.output_dir if item["type"] == "output" else self.context.temp_dir
         # Both roots already end in the run id, the first part of ``relative``.
         destination = Path(root, *relative.parts[1:])
-        self.client.download(item, destination, self.max_bytes)
+        if not self._take_from_server_folder(item, destination):
+            self.client.download(item, destination, self.max_bytes)
         return {**item, "subfolder": subfolder}
+
+    def _take_from_server_folder(self, item: dict[str, Any], destination: Path) -> bool:
+        """Link (else copy) an output file from the server's own folder on this host; False
+        when there is no such folder, or the file is not in it."""
+        if self.server_output_dir is None or item["type"] != "output":
+            return False
+        source = self.server_output_dir.joinpath(
+            *_safe_relative(str(item.get("subfolder") or ""), item["filename"]).parts)
+        try:
+            if not source.is_file():
+                return False
+            if source.stat().st_size > self.max_bytes:
+                raise ComfyUIRequestError(
+                    f"output {item['filename']} is over the limit of {self.max_bytes} bytes "
+                    "(COMFYQ_COMFYUI_MAX_OUTPUT_BYTES)")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, destination)
+            except OSError:  # another filesystem, or a file system without hard links
+                shutil.copyfile(source, destination)
+        except FileNotFoundError:
+            return False
+        return True

@@ -178,6 +178,41 @@ def test_outputs_are_downloaded_into_the_run_folder_under_unique_server_names(
     assert saved["subfolder"] == f"comfyq/{second.run_id}"
 
 
+def test_outputs_of_a_server_on_this_host_are_taken_from_its_output_folder(standin, tmp_path):
+    graph = {**invert_graph("linked"),
+             "4": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    backend = ComfyUIBackend(options(standin.url, output_dir=standin.dirs["output"]))
+    try:
+        run = Run(backend, tmp_path)
+        outputs = run.execute(graph)
+    finally:
+        backend.close()
+
+    [saved] = history(standin.url, run.run_id)["outputs"]["3"]["images"]
+    on_server = standin.dirs["output"] / saved["subfolder"] / saved["filename"]
+    [kept] = outputs["3"]["images"]
+    in_run = tmp_path / "outputs" / run.run_id / kept["filename"]
+    assert os.path.samefile(on_server, in_run)  # one file, linked: no HTTP download
+    assert (pixels(in_run) == [0, 255, 255]).all()
+    # A temp file (a preview) is not in the output folder: it still comes over HTTP.
+    [preview] = outputs["4"]["images"]
+    assert (pixels(tmp_path / "temp" / run.run_id / preview["filename"]) == [255, 0, 0]).all()
+
+
+def test_an_output_missing_from_the_given_folder_is_downloaded(standin, tmp_path):
+    elsewhere = tmp_path / "not-the-servers-folder"
+    elsewhere.mkdir()
+    backend = ComfyUIBackend(options(standin.url, output_dir=elsewhere))
+    try:
+        run = Run(backend, tmp_path)
+        [kept] = run.execute(invert_graph("fetched"))["3"]["images"]
+    finally:
+        backend.close()
+    in_run = tmp_path / "outputs" / run.run_id / kept["filename"]
+    assert (pixels(in_run) == [0, 255, 255]).all()
+    assert in_run.stat().st_nlink == 1
+
+
 def test_progress_within_a_node_is_reported(backend, tmp_path):
     run = Run(backend, tmp_path)
     run.execute(chain(sleep(0.3, 5)))

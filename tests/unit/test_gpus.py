@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from comfyq.settings import Settings
+from comfyq.workers.comfyui_servers import device_servers, launched_servers, with_servers
 from comfyq.workers.gpus import Device, gpu_type_for_name, simulated_devices
 from comfyq.workers.supervisor import gpu_worker_spec
 
@@ -50,3 +54,29 @@ def test_a_simulated_device_sees_no_gpu():
     [device] = simulated_devices("T4")
     spec = gpu_worker_spec(device, "laptop", "info")
     assert spec.env["CUDA_VISIBLE_DEVICES"] == "" and spec.env["COMFYQ_WORKER_DEVICE"] == "cpu"
+
+
+def test_a_launched_comfyui_tells_its_worker_where_its_outputs_are(tmp_path):
+    checkout = tmp_path / "ComfyUI"
+    checkout.mkdir()
+    (checkout / "main.py").write_text("")
+    settings = Settings(data_dir=tmp_path / "data")
+    devices = simulated_devices("2xA100")
+    servers = launched_servers(checkout, devices, settings)
+    specs = with_servers([gpu_worker_spec(device, "host1", "info") for device in devices],
+                         servers, settings)
+
+    for device, server in zip(devices, servers, strict=True):
+        argv = server.launch.argv
+        launched_output = Path(argv[argv.index("--output-directory") + 1])
+        [worker] = [spec for spec in specs if spec.name == device.worker_name]
+        assert Path(worker.env["COMFYQ_COMFYUI_OUTPUT_DIR"]) == launched_output
+        assert worker.env["COMFYQ_COMFYUI_URL"] == server.url
+
+
+def test_a_comfyui_attached_by_url_leaves_its_output_folder_to_the_settings(tmp_path):
+    devices = simulated_devices("1xA100")
+    settings = Settings(data_dir=tmp_path / "data")
+    servers = device_servers(devices, "http://127.0.0.1:8188", None, settings)
+    [worker] = with_servers([gpu_worker_spec(devices[0], "host1", "info")], servers, settings)
+    assert "COMFYQ_COMFYUI_OUTPUT_DIR" not in worker.env
