@@ -23,8 +23,7 @@ async def upload_file(file: UploadFile, request: Request) -> schemas.FileUploadR
     """Store the multipart ``file`` and answer the URL workers fetch it from."""
     settings = context(request).settings
     try:
-        stored = await run_in_threadpool(keep_upload, settings, file.file, file.filename,
-                                         file.content_type)
+        stored = await run_in_threadpool(keep_upload, settings, file.file, file.filename)
     except Exception as error:  # storage unreachable or refusing: say so, keep nothing
         raise HTTPException(503, f"the file could not be stored: {error}") from None
     return schemas.FileUploadResponse(message="File uploaded successfully", file_id=stored.file_id,

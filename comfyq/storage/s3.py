@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import mimetypes
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from urllib.parse import quote
 
 from comfyq.errors import ComfyqError
 from comfyq.settings import Settings
+from comfyq.storage.media_types import served_content_type
 from comfyq.storage.stored import RunFiles
 
 logger = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ class S3Storage:
 
     def keep(self, run: RunFiles, path: Path, name: str) -> str:
         key = self.object_key(run, name)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        extra = {"ContentType": content_type,
+        extra = {"ContentType": served_content_type(path.name),
                  "Metadata": {"run-id": run.run_id, "execution": run.execution,
                               "worker": run.worker}}
         self._upload(run, path, key, extra)

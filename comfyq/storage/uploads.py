@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from comfyq.settings import Settings
+from comfyq.storage.media_types import served_content_type
 from comfyq.storage.s3 import s3_storage
 
 #: Longest file name kept (characters); the rest of a longer name is dropped.
@@ -43,15 +44,14 @@ def uploads_dir(settings: Settings) -> Path:
     return settings.data_dir.resolve() / "uploads"
 
 
-def keep_upload(settings: Settings, source: BinaryIO, name: str | None,
-                content_type: str | None) -> StoredUpload:
+def keep_upload(settings: Settings, source: BinaryIO, name: str | None) -> StoredUpload:
     """Store ``source`` under a new file id; its id, kept name and URL."""
     file_id = uuid.uuid4().hex
     file_name = safe_file_name(name)
     if settings.storage == "s3":
         storage = s3_storage(settings)
         key = f"{storage.uploads_prefix}{file_id}/{file_name}"
-        storage.upload_stream(source, key, content_type or "application/octet-stream")
+        storage.upload_stream(source, key, served_content_type(file_name))
         return StoredUpload(file_id, file_name, storage.url(storage.bucket, key))
     target = uploads_dir(settings) / file_id / file_name
     target.parent.mkdir(parents=True, exist_ok=True)

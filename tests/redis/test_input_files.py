@@ -81,6 +81,18 @@ def test_an_uploaded_file_is_kept_in_the_bucket_and_its_url_opens(upload, s3):
     assert s3.keys("inputs/uploads/") == [f"inputs/uploads/{answer.file_id}/my_lora_.safetensors"]
 
 
+@pytest.mark.parametrize(("name", "claimed", "served"), [
+    ("page.html", "text/html", "application/octet-stream"),
+    ("photo.png", "text/html", "image/png"),
+    ("clip.mp4", "application/octet-stream", "video/mp4"),
+    ("notes", "image/svg+xml", "application/octet-stream"),
+    ("drawing.svg", "image/svg+xml", "application/octet-stream"),
+])
+def test_an_upload_is_served_as_its_name_says_never_as_a_page(upload, name, claimed, served):
+    answer = upload(name, b"<script>alert(1)</script>", claimed)
+    assert requests.get(answer.file_url, timeout=10).headers["Content-Type"] == served
+
+
 def test_the_bucket_is_fetched_on_its_loopback_address_and_cached(upload, settings, s3):
     content = safetensors()
     answer = upload("style.safetensors", content)
@@ -155,7 +167,7 @@ def test_local_storage_uploads_are_read_from_this_hosts_uploads_folder_only(sett
     with (tmp_path / "notes.txt").open("w+b") as source:
         source.write(b"hello")
         source.seek(0)
-        kept = keep_upload(local, source, "notes.txt", "text/plain")
+        kept = keep_upload(local, source, "notes.txt")
     assert kept.url.startswith("file://")
     assert fetch_input(kept.url, "file", local, GUARD).read_bytes() == b"hello"
     with pytest.raises(InputFetchError, match="file:// inputs are read only inside"):
