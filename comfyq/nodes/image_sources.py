@@ -1,6 +1,7 @@
 """Loading input images from an http(s) URL or a ``data:image/...;base64,`` URI, with limits.
 
-A download is refused past :data:`MAX_IMAGE_BYTES` (checked against ``Content-Length`` first,
+A URL goes through the webhooks' SSRF guard (the configured bucket's own addresses allowed), as
+every input fetched by URL does. A download is refused past :data:`MAX_IMAGE_BYTES` (checked against ``Content-Length`` first,
 then while streaming) and abandoned after :data:`FETCH_TIMEOUT_S` seconds in total, so a slow
 or huge answer cannot stall or exhaust a worker. Zip archives (ComfyDeploy's image batches) have
 their own, larger limit :data:`MAX_ARCHIVE_BYTES`. Every failure is an :class:`ImageSourceError`
@@ -21,6 +22,8 @@ import numpy as np
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
 from urllib3 import exceptions as urllib3_errors
+
+from comfyq.remote_files.fetch import InputFetchError, input_session
 
 #: Largest image (encoded bytes) accepted from one URL or data URI.
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
@@ -84,7 +87,11 @@ def _download(url: str, limit: int) -> bytes:
     timeout = FETCH_TIMEOUT_S
     deadline = time.monotonic() + timeout
     try:
-        with requests.get(url, stream=True, timeout=(timeout, timeout)) as response:
+        session = input_session(url)
+    except InputFetchError as error:
+        raise ImageSourceError(str(error)) from None
+    try:
+        with session.get(url, stream=True, timeout=(timeout, timeout)) as response:
             if response.status_code >= 400:
                 raise ImageSourceError(
                     f"{describe(url)}: the server answered HTTP {response.status_code}")

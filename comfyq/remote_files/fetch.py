@@ -56,15 +56,11 @@ def fetch_input(url: str, kind: str = "file", settings: Settings | None = None,
     if cached.is_file():
         os.utime(folder)  # in use: the age sweep of this host's folders keeps it
         return cached
-    policy = _policy(url, bucket_hosts, webhook_settings or get_webhook_settings())
-    try:
-        check_webhook_url(url, policy)
-    except UnsafeWebhookURL as error:
-        raise InputFetchError(str(error).replace("webhook URL", "input URL")) from None
+    session = input_session(url, settings, webhook_settings)
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".{uuid.uuid4().hex}.part"
     try:
-        _download(url, partial, policy, settings)
+        _download(url, partial, session, settings)
         problem = content_problem(partial, kind)
         if problem:
             raise InputFetchError(f"{display_url(url)}: {problem}")
@@ -72,6 +68,22 @@ def fetch_input(url: str, kind: str = "file", settings: Settings | None = None,
     finally:
         partial.unlink(missing_ok=True)
     return cached
+
+
+def input_session(url: str, settings: Settings | None = None,
+                  webhook_settings: WebhookSettings | None = None) -> requests.Session:
+    """The session to fetch input ``url`` with: the webhooks' SSRF guard, which also allows
+    the configured bucket's own addresses.
+
+    :raises InputFetchError: the URL is refused (its scheme, its host's addresses).
+    """
+    settings = settings or get_settings()
+    policy = _policy(url, _bucket_hosts(settings), webhook_settings or get_webhook_settings())
+    try:
+        check_webhook_url(url, policy)
+    except UnsafeWebhookURL as error:
+        raise InputFetchError(str(error).replace("webhook URL", "input URL")) from None
+    return session_for(policy)
 
 
 def _local_upload(url: str, settings: Settings) -> Path:
@@ -120,12 +132,12 @@ def _policy(url: str, bucket_hosts: set[tuple[str, int | None]],
                          policy.allowed_networks + networks)
 
 
-def _download(url: str, target: Path, policy: AddressPolicy, settings: Settings) -> None:
+def _download(url: str, target: Path, session: requests.Session, settings: Settings) -> None:
     limit, seconds = settings.input_max_bytes, settings.input_fetch_timeout_seconds
     deadline = time.monotonic() + seconds
     shown = display_url(url)
     try:
-        with session_for(policy).get(url, stream=True, timeout=(10, 30)) as response:
+        with session.get(url, stream=True, timeout=(10, 30)) as response:
             if response.status_code != 200:
                 raise InputFetchError(f"{shown}: answered HTTP {response.status_code}")
             declared = response.headers.get("Content-Length")

@@ -33,6 +33,7 @@ from comfyq.inputs import ExternalInputError, apply_inputs
 from comfyq.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, image_sources
 from comfyq.nodes.files import UnsafeFilenamePrefix
 from comfyq.run_context import RunCancelled, RunContext, running
+from comfyq.webhooks.settings import reset_webhook_settings
 from tests.ops_helpers import wait_until
 from tests.paths import DATA, OBJECT_INFO, REPO
 
@@ -541,7 +542,18 @@ class Routes:
 
 
 @pytest.fixture
-def http_server() -> Iterator[tuple[str, Routes]]:
+def loopback_inputs_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The worker's setting that lets input URLs (as webhooks) reach this host's loopback."""
+    monkeypatch.setenv("COMFYQ_WEBHOOK_ALLOW_LOOPBACK", "true")
+    reset_webhook_settings()
+    yield
+    monkeypatch.delenv("COMFYQ_WEBHOOK_ALLOW_LOOPBACK")
+    reset_webhook_settings()
+
+
+@pytest.fixture
+def http_server(loopback_inputs_allowed: None) -> Iterator[tuple[str, Routes]]:
+    """A server of test images on loopback, which the worker's settings allow."""
     routes = Routes()
 
     class Handler(BaseHTTPRequestHandler):
@@ -582,6 +594,15 @@ def test_external_image_from_a_real_http_server(run: RunContext,
     assert np.array_equal(from_url, image)
     with pytest.raises(image_sources.ImageSourceError, match="input_id: .*HTTP 404"):
         node("ComfyUIDeployExternalImage")(input_id=f"{base}/missing.png")
+
+
+def test_an_image_url_on_loopback_is_refused_unless_the_settings_allow_it(run: RunContext):
+    reset_webhook_settings()
+    with pytest.raises(image_sources.ImageSourceError,
+                       match="127.0.0.1 is a loopback address .*COMFYQ_WEBHOOK_ALLOW_LOOPBACK"):
+        image_sources.load_image("http://127.0.0.1:9/cat.png")
+    with pytest.raises(image_sources.ImageSourceError, match="metadata|link-local"):
+        image_sources.load_image("http://169.254.169.254/latest/meta-data/")
 
 
 def test_image_download_size_limit(run: RunContext, http_server: tuple[str, Routes],
