@@ -104,3 +104,16 @@ def rabbitmq_url() -> Iterator[str]:
 def broker_url(request: pytest.FixtureRequest) -> str | None:
     """Each broker in turn: None (the records' Redis is the broker), then RabbitMQ."""
     return None if request.param == "redis" else request.getfixturevalue("rabbitmq_url")
+
+
+@pytest.fixture
+def loopback_inputs_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The worker's setting that lets input URLs (as webhooks) reach this host's loopback, for
+    tests that serve input images or files there."""
+    from comfyq.webhooks.settings import reset_webhook_settings
+
+    monkeypatch.setenv("COMFYQ_WEBHOOK_ALLOW_LOOPBACK", "true")
+    reset_webhook_settings()
+    yield
+    monkeypatch.delenv("COMFYQ_WEBHOOK_ALLOW_LOOPBACK")
+    reset_webhook_settings()

@@ -438,7 +438,7 @@ def external_image_graph() -> dict[str, Any]:
                                                         "filename_prefix": "photo"}}}
 
 
-def test_image_url_is_fetched_and_uploaded_when_the_server_lacks_comfydeploy_nodes(tmp_path):
+def test_image_url_is_fetched_and_uploaded_when_the_server_lacks_comfydeploy_nodes(tmp_path, loopback_inputs_allowed):
     with StandinComfyUI(tmp_path / "server", hidden_classes=["ComfyUIDeployExternalImage"]
                         ) as server, image_server(png((10, 20, 200))) as url:
         backend = ComfyUIBackend(options(server.url))
@@ -453,8 +453,8 @@ def test_image_url_is_fetched_and_uploaded_when_the_server_lacks_comfydeploy_nod
     assert pixels(saved).shape == (4, 6, 3) and (pixels(saved) == [245, 235, 54]).all()
 
 
-def test_image_url_is_passed_on_when_the_server_has_comfydeploy_nodes(standin, backend,
-                                                                      tmp_path):
+def test_image_url_is_passed_on_when_the_server_has_comfydeploy_nodes(standin, backend, tmp_path,
+                                                                      loopback_inputs_allowed):
     with image_server(png((0, 0, 0))) as url:
         run = Run(backend, tmp_path)
         outputs = run.execute(external_image_graph(), {"photo": url})
@@ -465,7 +465,7 @@ def test_image_url_is_passed_on_when_the_server_has_comfydeploy_nodes(standin, b
     assert (pixels(saved) == [255, 255, 255]).all()
 
 
-def test_unreachable_image_url_fails_the_run_on_its_node(tmp_path):
+def test_unreachable_image_url_fails_the_run_on_its_node(tmp_path, loopback_inputs_allowed):
     with StandinComfyUI(tmp_path / "server",
                         hidden_classes=["ComfyUIDeployExternalImage"]) as server:
         backend = ComfyUIBackend(options(server.url))

@@ -542,16 +542,6 @@ class Routes:
 
 
 @pytest.fixture
-def loopback_inputs_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The worker's setting that lets input URLs (as webhooks) reach this host's loopback."""
-    monkeypatch.setenv("COMFYQ_WEBHOOK_ALLOW_LOOPBACK", "true")
-    reset_webhook_settings()
-    yield
-    monkeypatch.delenv("COMFYQ_WEBHOOK_ALLOW_LOOPBACK")
-    reset_webhook_settings()
-
-
-@pytest.fixture
 def http_server(loopback_inputs_allowed: None) -> Iterator[tuple[str, Routes]]:
     """A server of test images on loopback, which the worker's settings allow."""
     routes = Routes()
