@@ -38,7 +38,8 @@ import websocket
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.local_deployment import BARE_QUEUE, start_deployment
+from bench.bench_pipeline import one_bare_round_trip
+from bench.local_deployment import start_deployment
 from bench.measuring import in_turns, percentile
 from comfyq.devtools.local_fleet import LocalFleet
 from comfyq.devtools.standin_process import StandinProcess
@@ -105,12 +106,6 @@ def summary(name: str, samples: list[float]) -> str:
             f"mean {statistics.fmean(samples) * 1000:7.2f} ms  (n={len(samples)})")
 
 
-def bare_round_trip(results_app) -> float:
-    start = time.perf_counter()
-    results_app.send_task("bench.echo", args=["hello"], queue=BARE_QUEUE).get(timeout=60)
-    return time.perf_counter() - start
-
-
 def measure(url: str, runs: int, warmup: int, work: Path,
             server_output_dir: Path | None) -> dict[str, list[float]]:
     from comfyq.producer.client import Client
@@ -131,7 +126,7 @@ def measure(url: str, runs: int, warmup: int, work: Path,
             client = Client()
             direct = DirectClient(url)
             sides = {"comfyq": lambda: comfyq_run(client), "direct": direct.run,
-                     "celery": lambda: bare_round_trip(results_app)}
+                     "celery": lambda: one_bare_round_trip(results_app)}
             for _ in range(warmup):
                 for side in sides.values():
                     side()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from comfyq.broker.names import CALLBACKS_QUEUE, DELIVER_WEBHOOK_TASK, EXECUTE_RUN_TASK, gpu_queue
 from comfyq.broker.priorities import DEFAULT_PRIORITY, message_priority
 from comfyq.broker.run_messages import RunMessages
 from comfyq.broker.transports import is_amqp, transport_view
+from comfyq.redis_urls import SERVER_SCHEMES
 from comfyq.settings import Settings
 
 if TYPE_CHECKING:
@@ -17,9 +20,6 @@ if TYPE_CHECKING:
 
     from comfyq.broker.amqp_transport import AmqpTransportView
     from comfyq.broker.redis_transport import RedisTransportView
-
-#: URL schemes of kombu's plain Redis transport (one server, no Sentinel).
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 #: kombu's waits between publish retries: the first, the growth of each next one, the longest.
 PUBLISH_RETRY_INTERVALS = {"interval_start": 0.1, "interval_step": 0.5, "interval_max": 1.0}
@@ -131,14 +131,16 @@ def _redis_location(url: str) -> tuple | None:
     """Server and database of a Redis URL of kombu's plain Redis transport, else None."""
     from redis.connection import parse_url
 
-    if url.split("://", 1)[0] not in REDIS_SCHEMES:
+    if urlsplit(url).scheme not in SERVER_SCHEMES:
         return None
-    options = parse_url(url)
-    return (options.get("host", "localhost"), int(options.get("port", 6379)),
-            options.get("path"), int(options.get("db", 0)))
+    return _server_and_database(parse_url(url))
 
 
 def _client_location(client: redis.Redis) -> tuple:
-    options = client.connection_pool.connection_kwargs
+    return _server_and_database(client.connection_pool.connection_kwargs)
+
+
+def _server_and_database(options: Mapping[str, Any]) -> tuple:
+    """``(host, port, socket path, database)`` of redis-py connection options."""
     return (options.get("host", "localhost"), int(options.get("port", 6379)),
             options.get("path"), int(options.get("db", 0)))

@@ -15,7 +15,6 @@ pushed, down to the headers a newer Celery adds.
 from __future__ import annotations
 
 import base64
-import functools
 import threading
 import uuid
 from dataclasses import dataclass
@@ -36,27 +35,26 @@ class RunMessageTemplate:
 
     :param list_name: the Redis list kombu pushes the queue's messages onto.
     :param text: the message's JSON text, as kombu writes it.
-    :param run_id: the template run id that ``text`` and ``body`` carry.
+    :param run_id: the template run id that ``text`` and the body carry.
     :param delivery_tag: the template delivery tag in ``text`` (kombu makes one per message).
-    :param body: the decoded body (Celery's ``[args, kwargs, embed]`` JSON).
+    :param encoded_body: the body as ``text`` holds it (base64, as kombu's Redis transport
+        encodes it), and ``body`` the same decoded (Celery's ``[args, kwargs, embed]`` JSON):
+        both kept, so a message costs no decoding.
     """
 
     list_name: str
     text: str
     run_id: str
     delivery_tag: str
+    encoded_body: str
     body: str
 
     def message(self, run_id: str) -> str:
         """The message of run ``run_id``: its id everywhere, a delivery tag of its own."""
-        body = base64.b64encode(self.body.replace(self.run_id, run_id).encode()).decode()
-        return (self.text.replace(self._encoded_body, body)
+        body = self.body.replace(self.run_id, run_id)
+        return (self.text.replace(self.encoded_body, base64.b64encode(body.encode()).decode())
                 .replace(self.run_id, run_id)
                 .replace(self.delivery_tag, str(uuid.uuid4())))
-
-    @functools.cached_property
-    def _encoded_body(self) -> str:
-        return base64.b64encode(self.body.encode()).decode()
 
 
 class RunMessages:
@@ -102,5 +100,6 @@ class RunMessages:
             text=dumps(message),
             run_id=template_id,
             delivery_tag=message["properties"]["delivery_tag"],
+            encoded_body=message["body"],
             body=base64.b64decode(message["body"]).decode(),
         )

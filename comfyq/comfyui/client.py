@@ -44,6 +44,12 @@ def websocket_url(base_url: str, client_id: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, f"clientId={client_id}", ""))
 
 
+def output_over_limit(filename: str, max_bytes: int) -> ComfyUIRequestError:
+    """The error of an output file larger than a worker takes from its server."""
+    return ComfyUIRequestError(f"output {filename} is over the limit of {max_bytes} bytes "
+                               "(COMFYQ_COMFYUI_MAX_OUTPUT_BYTES)")
+
+
 class ComfyUIClient:
     """Requests to one server, over one keep-alive session (not thread-safe; one per worker).
 
@@ -150,9 +156,7 @@ class ComfyUIClient:
                     for chunk in response.iter_content(_CHUNK_BYTES):
                         size += len(chunk)
                         if size > max_bytes:
-                            raise ComfyUIRequestError(
-                                f"output {item['filename']} is over the limit of {max_bytes} "
-                                "bytes (COMFYQ_COMFYUI_MAX_OUTPUT_BYTES)")
+                            raise output_over_limit(item["filename"], max_bytes)
                         file.write(chunk)
             except requests.RequestException as error:
                 raise ComfyUIUnavailable(f"ComfyUI at {self.base_url}: download of "

@@ -16,7 +16,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from comfyq.comfyui.client import ComfyUIClient, ComfyUIRequestError, ComfyUIUnavailable
+from comfyq.comfyui.client import (
+    ComfyUIClient,
+    ComfyUIRequestError,
+    ComfyUIUnavailable,
+    output_over_limit,
+)
 from comfyq.comfyui.prepare import run_folder
 from comfyq.run_context import RunContext
 
@@ -110,9 +115,7 @@ class OutputFetcher:
             if not source.is_file():
                 return False
             if source.stat().st_size > self.max_bytes:
-                raise ComfyUIRequestError(
-                    f"output {item['filename']} is over the limit of {self.max_bytes} bytes "
-                    "(COMFYQ_COMFYUI_MAX_OUTPUT_BYTES)")
+                raise output_over_limit(item["filename"], self.max_bytes)
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(source, destination)

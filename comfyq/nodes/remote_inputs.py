@@ -24,14 +24,24 @@ def _is_url(value: Any) -> bool:
 
 
 class _ExternalFileInput:
-    """The first URL among the node's URL fields is fetched; else ``default_value`` is used."""
+    """The first URL among the node's URL fields is fetched; else ``default_value`` is used.
+
+    A node is its ``KIND`` of content, its ``input_id``'s default and its URL fields.
+    """
 
     KIND = "file"
+    DEFAULT_INPUT_ID = "input_file"
     URL_FIELDS: tuple[str, ...] = ()
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
     FUNCTION = "run"
     CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        optional = (*cls.URL_FIELDS, "default_value", "display_name", "description")
+        return {"required": {"input_id": _string(cls.DEFAULT_INPUT_ID)},
+                "optional": {name: _string() for name in dict.fromkeys(optional)}}
 
     def run(self, input_id: Any, display_name: str = "", description: str = "",
             **values: Any) -> tuple[str]:
@@ -49,35 +59,20 @@ class _ExternalFileInput:
 
 class ComfyUIDeployExternalFile(_ExternalFileInput):
     KIND = "file"
+    DEFAULT_INPUT_ID = "input_file"
     URL_FIELDS = ("file_url",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {"required": {"input_id": _string("input_file")},
-                "optional": {"file_url": _string(), "default_value": _string(),
-                             "display_name": _string(), "description": _string()}}
 
 
 class ComfyUIDeployExternalLora(_ExternalFileInput):
     KIND = "lora"
+    DEFAULT_INPUT_ID = "input_lora"
     URL_FIELDS = ("lora_url",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {"required": {"input_id": _string("input_lora")},
-                "optional": {"lora_url": _string(), "default_value": _string(),
-                             "display_name": _string(), "description": _string()}}
 
 
 class ComfyUIDeployExternalCheckpoint(_ExternalFileInput):
     KIND = "checkpoint"
+    DEFAULT_INPUT_ID = "input_checkpoint"
     URL_FIELDS = ("default_value",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {"required": {"input_id": _string("input_checkpoint")},
-                "optional": {"default_value": _string(), "display_name": _string(),
-                             "description": _string()}}
 
 
 NODE_CLASS_MAPPINGS = {
